@@ -1,0 +1,45 @@
+# The static core library shared by the extension and the C++ tests.
+# Kept separate from CMakeLists.txt so a plain cross build (NEON under qemu) can reuse it.
+
+set(GEMMA_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/io/mapped_file.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/isa.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_scalar.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/ops.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/quant.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/sample/sampler.cpp
+)
+
+# ISA-specific translation units: compiled only for the architecture they target.
+set(GEMMA_ISA_DEFINES "")
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  set(_avx2 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_avx2.cpp)
+  if(EXISTS ${_avx2})
+    list(APPEND GEMMA_CORE_SOURCES ${_avx2})
+    set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX2)
+  endif()
+  set(_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_avx512.cpp)
+  if(EXISTS ${_avx512})
+    list(APPEND GEMMA_CORE_SOURCES ${_avx512})
+    set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
+    list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX512)
+  endif()
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
+  set(_neon ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_neon.cpp)
+  if(EXISTS ${_neon})
+    list(APPEND GEMMA_CORE_SOURCES ${_neon})
+    set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod+fp16")
+    list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_NEON)
+  endif()
+endif()
+
+add_library(gemma_core STATIC ${GEMMA_CORE_SOURCES})
+target_include_directories(gemma_core PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../csrc)
+target_compile_definitions(gemma_core PUBLIC ${GEMMA_ISA_DEFINES})
+target_link_libraries(gemma_core PUBLIC OpenMP::OpenMP_CXX)
+target_compile_options(gemma_core PRIVATE -Wall -Wextra -Wno-unused-parameter)

@@ -1,0 +1,272 @@
+// The Gemma forward pass (Gemma 1, 2 and 3), exactly as transformers computes it in float32:
+//
+//   x = embed[token] * sqrt(d)
+//   per layer:  h = x + PostNorm_a( Attn( Norm_a(x) ) )        (PostNorm only with sandwich norms)
+//               x = h + PostNorm_f( Down( gelu(Gate(Norm_f(h))) * Up(Norm_f(h)) ) )
+//   logits = SoftCap( Norm(x) . embed^T )
+//
+// Attn: q, k, v = qkv(h); [q, k = QKNorm(q), QKNorm(k)]; rope(q), rope(k) (rotate-half);
+// scores = SoftCap(q.k * query_scale) over causal (and, on sliding layers, windowed) keys;
+// softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
+#include "model/session.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace gemma {
+
+static std::vector<float> rope_inv_freq(int head_dim, float theta, float linear_scale) {
+  // transformers: 1 / (base ** (arange(0, dim, 2) / dim)) in float32, divided by the factor.
+  std::vector<float> f(size_t(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const float expo = float(2 * i) / float(head_dim);
+    f[size_t(i)] = float(1.0 / std::pow(double(theta), double(expo)));
+    if (linear_scale != 1.f) f[size_t(i)] = f[size_t(i)] / linear_scale;
+  }
+  return f;
+}
+
+Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads)
+    : model_(std::move(model)), max_seq_(max_seq_len), n_threads_(std::max(1, n_threads)) {
+  const ModelConfig& c = model_->config();
+  if (max_seq_len <= 0)
+    throw std::invalid_argument("max_seq_len must be positive, got " + std::to_string(max_seq_len));
+  if (max_seq_len > c.max_position)
+    throw std::invalid_argument("max_seq_len " + std::to_string(max_seq_len) +
+                                " exceeds the model's context length " + std::to_string(c.max_position));
+  chunk_ = std::min(256, max_seq_);
+  cache_cap_.resize(size_t(c.n_layers));
+  k_cache_.resize(size_t(c.n_layers));
+  v_cache_.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    int cap = max_seq_;
+    if (c.layer_sliding[size_t(l)]) cap = std::min(max_seq_, c.sliding_window + chunk_);
+    cache_cap_[size_t(l)] = cap;
+    // Sliding rings are small and allocated now; global caches grow with the sequence.
+    if (c.layer_sliding[size_t(l)]) {
+      k_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
+      v_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
+    }
+  }
+  inv_freq_global_ = rope_inv_freq(c.head_dim, c.rope_theta_global, c.rope_scale_global);
+  inv_freq_local_ = rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f);
+
+  const size_t C = size_t(chunk_);
+  x_.resize(C * size_t(c.d_model));
+  xn_.resize(C * size_t(c.d_model));
+  qkv_.resize(C * size_t(c.q_dim() + 2 * c.kv_dim()));
+  attn_out_.resize(C * size_t(c.q_dim()));
+  proj_.resize(C * size_t(c.d_model));
+  ffn_.resize(C * 2 * size_t(c.ffn_dim));
+  act_.resize(C * size_t(c.ffn_dim));
+  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+  rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
+}
+
+void Session::set_n_threads(int n) {
+  n_threads_ = std::max(1, n);
+  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+}
+
+bool Session::can_truncate(int n) const {
+  if (n < 0 || n > n_past()) return false;
+  const ModelConfig& c = model_->config();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int cap = cache_cap_[size_t(l)];
+    const int oldest_kept = std::max(0, n_past() - cap);
+    const int oldest_needed = std::max(0, n - c.sliding_window + 1);
+    if (c.layer_sliding[size_t(l)] && oldest_needed < oldest_kept) return false;
+  }
+  return true;
+}
+
+void Session::truncate(int n) {
+  if (!can_truncate(n))
+    throw std::invalid_argument("cannot truncate the KV cache to " + std::to_string(n) + " tokens");
+  tokens_.resize(size_t(n));
+}
+
+void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_positions,
+                      const std::function<void()>& check_interrupt) {
+  const ModelConfig& c = model_->config();
+  if (n <= 0) throw std::invalid_argument("forward: no tokens to process");
+  if (n_past() + n > max_seq_)
+    throw std::invalid_argument("sequence of " + std::to_string(n_past() + n) +
+                                " tokens exceeds max_seq_len=" + std::to_string(max_seq_));
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      throw std::invalid_argument("token id " + std::to_string(tokens[i]) + " at index " +
+                                  std::to_string(i) + " is outside the vocabulary [0, " +
+                                  std::to_string(c.vocab_size) + ")");
+  reserve_positions(n_past() + n);
+  const int start = n_past();
+  for (int done = 0; done < n; done += chunk_) {
+    const int m = std::min(chunk_, n - done);
+    float* out = nullptr;
+    if (logits_out && all_positions) out = logits_out + size_t(done) * size_t(c.vocab_size);
+    if (logits_out && !all_positions && done + m == n) out = logits_out;
+    forward_chunk(tokens + done, m, start + done, out, all_positions, check_interrupt);
+    // Commit the chunk only once it is complete: an interrupt leaves a consistent cache.
+    tokens_.insert(tokens_.end(), tokens + done, tokens + done + m);
+  }
+}
+
+void Session::reserve_positions(int n) {
+  // Global-layer caches grow in steps (x1.5, at least 256 positions) up to max_seq: a long
+  // context costs memory only once it is used, and growth is rare, never per token.
+  const ModelConfig& c = model_->config();
+  const size_t kv = size_t(c.kv_dim());
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (c.layer_sliding[size_t(l)]) continue;
+    auto& K = k_cache_[size_t(l)];
+    auto& V = v_cache_[size_t(l)];
+    const size_t have = K.size() / kv;
+    if (have >= size_t(n)) continue;
+    size_t want = std::max<size_t>({size_t(n), have + have / 2, 256});
+    want = std::min<size_t>(want, size_t(max_seq_));
+    K.resize(want * kv);
+    V.resize(want * kv);
+  }
+}
+
+void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out,
+                            bool all_positions, const std::function<void()>& check_interrupt) {
+  const ModelConfig& c = model_->config();
+  const Model& M = *model_;
+  const int d = c.d_model, F = c.ffn_dim, hd = c.head_dim, half = hd / 2;
+  const int qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  const int nt = n_threads_;
+
+  // Embedding lookup, scaled by float32(sqrt(d)).
+  for (int t = 0; t < n; ++t) {
+    float* x = &x_[size_t(t) * d];
+    dequantize_row(M.embed(), tokens[t], x);
+    for (int i = 0; i < d; ++i) x[i] *= c.embed_scale;
+  }
+  // Rope cos/sin per token for global and local bases: angle = float(pos) * inv_freq (float32).
+  for (int t = 0; t < n; ++t) {
+    float* cs = &rope_cs_[size_t(t) * 2 * hd];
+    const float p = float(pos0 + t);
+    for (int i = 0; i < half; ++i) {
+      const float ag = p * inv_freq_global_[size_t(i)];
+      const float al = p * inv_freq_local_[size_t(i)];
+      cs[i] = std::cos(ag);
+      cs[half + i] = std::sin(ag);
+      cs[hd + i] = std::cos(al);
+      cs[hd + half + i] = std::sin(al);
+    }
+  }
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (check_interrupt) check_interrupt();
+    const LayerWeights& L = M.layer(l);
+    const bool sliding = c.layer_sliding[size_t(l)] != 0;
+
+    // --- attention block ---
+    for (int t = 0; t < n; ++t)
+      ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
+    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, nt);
+
+    const int kv_dim = c.kv_dim();
+    for (int t = 0; t < n; ++t) {
+      float* q = &qkv_[size_t(t) * qkv_dim];
+      float* k = q + c.q_dim();
+      const float* v = k + kv_dim;
+      const float* cs = &rope_cs_[size_t(t) * 2 * hd] + (sliding ? hd : 0);
+      for (int h = 0; h < c.n_heads; ++h) {
+        float* qh = q + size_t(h) * hd;
+        if (c.qk_norm) ops::rms_norm(qh, L.q_norm.data(), hd, c.rms_eps, qh);
+        ops::rope_rotate_half(qh, hd, cs, cs + half);
+      }
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        float* kh = k + size_t(g) * hd;
+        if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
+        ops::rope_rotate_half(kh, hd, cs, cs + half);
+      }
+      const size_t s = size_t(slot(l, pos0 + t)) * kv_dim;
+      std::memcpy(&k_cache_[size_t(l)][s], k, size_t(kv_dim) * 4);
+      std::memcpy(&v_cache_[size_t(l)][s], v, size_t(kv_dim) * 4);
+    }
+    attention(l, n, pos0);
+    matmul(L.o, attn_out_.data(), n, proj_.data(), d, nt);
+    for (int t = 0; t < n; ++t) {
+      float* o = &proj_[size_t(t) * d];
+      if (c.sandwich_norms) ops::rms_norm(o, L.post_attn_norm.data(), d, c.rms_eps, o);
+      float* x = &x_[size_t(t) * d];
+      for (int i = 0; i < d; ++i) x[i] += o[i];
+    }
+
+    // --- MLP block (GeGLU) ---
+    for (int t = 0; t < n; ++t)
+      ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
+    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (n * F > 65536)
+    for (int t = 0; t < n; ++t) {
+      const float* gu = &ffn_[size_t(t) * 2 * F];
+      ops::geglu(gu, gu + F, F, c.gelu_tanh, &act_[size_t(t) * F]);
+    }
+    matmul(L.down, act_.data(), n, proj_.data(), d, nt);
+    for (int t = 0; t < n; ++t) {
+      float* m = &proj_[size_t(t) * d];
+      if (c.sandwich_norms) ops::rms_norm(m, L.post_ffn_norm.data(), d, c.rms_eps, m);
+      float* x = &x_[size_t(t) * d];
+      for (int i = 0; i < d; ++i) x[i] += m[i];
+    }
+  }
+
+  if (!logits_out) return;
+  // Final norm and the tied output layer, for every position or just the last one.
+  const int first = all_positions ? 0 : n - 1;
+  const int rows = n - first;
+  for (int t = first; t < n; ++t)
+    ops::rms_norm(&x_[size_t(t) * d], M.final_norm().data(), d, c.rms_eps,
+                  &xn_[size_t(t - first) * d]);
+  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, nt);
+  if (c.final_softcap > 0) ops::soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
+}
+
+void Session::attention(int l, int n, int pos0) {
+  const ModelConfig& c = model_->config();
+  const int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
+  const int group = c.n_heads / c.n_kv_heads;
+  const bool sliding = c.layer_sliding[size_t(l)] != 0;
+  const float* K = k_cache_[size_t(l)].data();
+  const float* V = v_cache_[size_t(l)].data();
+  const int cap = cache_cap_[size_t(l)];
+
+#pragma omp parallel for num_threads(n_threads_) schedule(dynamic, 1) collapse(2)
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < c.n_heads; ++h) {
+      float* scores = &scores_[size_t(omp_get_thread_num()) * max_seq_];
+      const int pos = pos0 + t;
+      const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
+      const int nk = pos - lo + 1;
+      const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
+      const int g = h / group;
+      for (int j = 0; j < nk; ++j) {
+        const float* k = K + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
+        float s = 0.f;
+        for (int i = 0; i < hd; ++i) s += q[i] * k[i];
+        scores[j] = s * c.query_scale;
+      }
+      if (c.attn_softcap > 0) ops::soft_cap(scores, nk, c.attn_softcap);
+      ops::softmax(scores, nk);
+      float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(h) * hd];
+      std::fill(out, out + hd, 0.f);
+      for (int j = 0; j < nk; ++j) {
+        const float* v = V + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
+        const float p = scores[j];
+        for (int i = 0; i < hd; ++i) out[i] += p * v[i];
+      }
+    }
+  }
+}
+
+}  // namespace gemma

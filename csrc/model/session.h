@@ -1,0 +1,63 @@
+// One conversation's state: the KV cache and the scratch buffers of the forward pass.
+// A Session is used by one thread at a time; the Model it reads is shared and immutable.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "model/weights.h"
+
+namespace gemma {
+
+class Session {
+ public:
+  // max_seq_len: positions this session may hold (<= the model's max_position).
+  Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads);
+
+  const Model& model() const { return *model_; }
+  int max_seq_len() const { return max_seq_; }
+  int n_past() const { return int(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int n_threads() const { return n_threads_; }
+  void set_n_threads(int n);
+
+  void reset() { tokens_.clear(); }
+  // Whether the cache can be cut back to its first n tokens (sliding-window ring buffers
+  // may already have overwritten keys that position n would need).
+  bool can_truncate(int n) const;
+  void truncate(int n);  // throws if !can_truncate(n)
+
+  // Appends `tokens` at positions n_past.. and runs them through the model in chunks.
+  // logits_out: nullptr (none), or [n, vocab] for every position when all_positions, or
+  // [vocab] for the last token only. `check_interrupt` runs between layers and may throw;
+  // the cache then stays as it was before the call.
+  void forward(const int32_t* tokens, int n, float* logits_out, bool all_positions,
+               const std::function<void()>& check_interrupt = {});
+
+ private:
+  void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
+                     const std::function<void()>& check_interrupt);
+  void attention(int layer, int n, int pos0);
+  void reserve_positions(int n);
+  int slot(int layer, int pos) const { return pos % cache_cap_[size_t(layer)]; }
+
+  std::shared_ptr<const Model> model_;
+  int max_seq_;
+  int n_threads_;
+  int chunk_;  // tokens per prefill chunk
+  std::vector<int32_t> tokens_;
+
+  // KV cache per layer: [capacity, n_kv_heads * head_dim]; sliding layers hold a ring of
+  // window + chunk positions, global layers all max_seq positions.
+  std::vector<int> cache_cap_;
+  std::vector<std::vector<float>> k_cache_, v_cache_;
+
+  // Rope tables: inverse frequencies for global and local (sliding) layers.
+  std::vector<float> inv_freq_global_, inv_freq_local_;
+
+  // Scratch, sized once for a full chunk: no allocation in the token loop.
+  std::vector<float> x_, xn_, qkv_, attn_out_, proj_, ffn_, act_, scores_, rope_cs_;
+};
+
+}  // namespace gemma

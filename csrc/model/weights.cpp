@@ -1,0 +1,137 @@
+#include "model/weights.h"
+
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "quant/quant.h"
+
+namespace gemma {
+
+static std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void ModelConfig::validate() const {
+  auto need = [](bool ok, const char* field, const std::string& why) {
+    if (!ok) throw std::invalid_argument(std::string("config field '") + field + "': " + why);
+  };
+  need(family >= 1 && family <= 3, "family", "must be 1, 2 or 3, got " + std::to_string(family));
+  need(n_layers > 0 && n_layers <= 4096, "n_layers", "out of range: " + std::to_string(n_layers));
+  need(d_model > 0 && d_model <= (1 << 16), "d_model", "out of range: " + std::to_string(d_model));
+  need(n_heads > 0 && n_heads <= 1024, "n_heads", "out of range: " + std::to_string(n_heads));
+  need(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "n_kv_heads",
+       std::to_string(n_kv_heads) + " does not divide n_heads=" + std::to_string(n_heads));
+  need(head_dim > 0 && head_dim % 2 == 0 && head_dim <= 4096, "head_dim",
+       "must be even and positive, got " + std::to_string(head_dim));
+  need(ffn_dim > 0 && ffn_dim <= (1 << 20), "ffn_dim", "out of range: " + std::to_string(ffn_dim));
+  need(vocab_size > 0 && vocab_size <= (1 << 24), "vocab_size", "out of range");
+  need(max_position > 0, "max_position", "must be positive");
+  need(rms_eps > 0, "rms_eps", "must be positive");
+  need(embed_scale > 0, "embed_scale", "must be positive");
+  need(query_scale > 0, "query_scale", "must be positive");
+  need(attn_softcap >= 0 && final_softcap >= 0, "softcap", "must be >= 0");
+  need(layer_sliding.size() == size_t(n_layers), "layer_sliding",
+       "has " + std::to_string(layer_sliding.size()) + " entries for " + std::to_string(n_layers) +
+           " layers");
+  bool any_sliding = false;
+  for (auto s : layer_sliding) any_sliding |= s != 0;
+  need(!any_sliding || sliding_window > 0, "sliding_window", "must be > 0 with sliding layers");
+  need(rope_theta_global > 0 && rope_theta_local > 0 && rope_scale_global > 0, "rope",
+       "bases and scale must be positive");
+}
+
+Model::Model(const std::string& path, const ModelConfig& config,
+             const std::vector<TensorEntry>& tensors)
+    : file_(std::make_shared<MappedFile>(path)), config_(config) {
+  config_.validate();
+  const ModelConfig& c = config_;
+  const uint64_t fsize = file_->size();
+
+  std::map<std::string, const TensorEntry*> by_name;
+  for (const auto& t : tensors) {
+    if (!by_name.emplace(t.name, &t).second)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' appears twice");
+    if (t.shape.empty() || t.shape.size() > 2)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' has rank " +
+                               std::to_string(t.shape.size()) + " (expected 1 or 2)");
+    for (int64_t d : t.shape)
+      if (d <= 0) throw std::runtime_error(path + ": tensor '" + t.name + "' has shape " + shape_str(t.shape));
+    const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
+    const int64_t cols = t.shape.back();
+    const uint64_t expect = uint64_t(rows) * uint64_t(quant::row_bytes(t.dtype, cols));
+    if (t.nbytes != expect)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
+                               shape_str(t.shape) + ") has " + std::to_string(t.nbytes) +
+                               " bytes, expected " + std::to_string(expect));
+    if (t.offset % 64 != 0)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' offset " + std::to_string(t.offset) +
+                               " is not 64-byte aligned");
+    if (t.offset > fsize || t.nbytes > fsize - t.offset)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' lies past the end of the file (needs " +
+                               std::to_string(t.offset + t.nbytes) + " bytes, file has " +
+                               std::to_string(fsize) + "); the file is truncated or corrupt");
+  }
+
+  std::set<std::string> used;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) -> const TensorEntry& {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw std::runtime_error(path + ": missing tensor '" + name + "'");
+    const TensorEntry& t = *it->second;
+    if (t.shape != shape)
+      throw std::runtime_error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) +
+                               ", the config requires " + shape_str(shape));
+    used.insert(name);
+    return t;
+  };
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const TensorEntry& t = get(name, {rows, cols});
+    WeightView w;
+    w.dtype = t.dtype;
+    w.data = file_->data() + t.offset;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = quant::row_bytes(t.dtype, cols);
+    weight_bytes_ += t.nbytes;
+    return w;
+  };
+  auto norm = [&](const std::string& name, int64_t n) {
+    const TensorEntry& t = get(name, {n});
+    if (t.dtype != DType::F32)
+      throw std::runtime_error(path + ": norm tensor '" + name + "' must be f32, got " + dtype_name(t.dtype));
+    const float* w = reinterpret_cast<const float*>(file_->data() + t.offset);
+    std::vector<float> one_plus(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) one_plus[size_t(i)] = 1.0f + w[i];
+    weight_bytes_ += t.nbytes;
+    return one_plus;
+  };
+
+  embed_ = matrix("embed", c.vocab_size, c.d_model);
+  final_norm_ = norm("final_norm", c.d_model);
+  layers_.resize(size_t(c.n_layers));
+  for (int i = 0; i < c.n_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    LayerWeights& L = layers_[size_t(i)];
+    L.qkv = matrix(p + "qkv", c.q_dim() + 2 * c.kv_dim(), c.d_model);
+    L.o = matrix(p + "o", c.d_model, c.q_dim());
+    L.gate_up = matrix(p + "gate_up", 2 * int64_t(c.ffn_dim), c.d_model);
+    L.down = matrix(p + "down", c.d_model, c.ffn_dim);
+    L.attn_norm = norm(p + "attn_norm", c.d_model);
+    L.ffn_norm = norm(p + "ffn_norm", c.d_model);
+    if (c.sandwich_norms) {
+      L.post_attn_norm = norm(p + "post_attn_norm", c.d_model);
+      L.post_ffn_norm = norm(p + "post_ffn_norm", c.d_model);
+    }
+    if (c.qk_norm) {
+      L.q_norm = norm(p + "q_norm", c.head_dim);
+      L.k_norm = norm(p + "k_norm", c.head_dim);
+    }
+  }
+  for (const auto& t : tensors)
+    if (!used.count(t.name))
+      throw std::runtime_error(path + ": unexpected tensor '" + t.name + "' for this config");
+}
+
+}  // namespace gemma

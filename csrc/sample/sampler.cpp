@@ -1,0 +1,87 @@
+#include "sample/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace gemma {
+
+void SamplingParams::validate() const {
+  auto bad = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (!(temperature >= 0.f) || !std::isfinite(temperature))
+    bad("temperature must be a finite number >= 0, got " + std::to_string(temperature));
+  if (top_k < 0) bad("top_k must be >= 0 (0 disables it), got " + std::to_string(top_k));
+  if (!(top_p > 0.f && top_p <= 1.f)) bad("top_p must be in (0, 1], got " + std::to_string(top_p));
+  if (!(min_p >= 0.f && min_p < 1.f)) bad("min_p must be in [0, 1), got " + std::to_string(min_p));
+  if (!(repetition_penalty > 0.f) || !std::isfinite(repetition_penalty))
+    bad("repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+}
+
+int32_t Sampler::sample(float* logits, int vocab, const SamplingParams& p, const int32_t* history,
+                        int n_history) {
+  if (p.repetition_penalty != 1.f && n_history > 0) {
+    seen_.assign(size_t(vocab), 0);
+    for (int i = 0; i < n_history; ++i) {
+      const int32_t id = history[i];
+      if (id < 0 || id >= vocab || seen_[size_t(id)]) continue;
+      seen_[size_t(id)] = 1;
+      float& l = logits[id];
+      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+    }
+  }
+  if (p.temperature == 0.f) {
+    return int32_t(std::max_element(logits, logits + vocab) - logits);
+  }
+
+  // Candidates as (logit / T, id), best first, cut by top-k.
+  const float inv_t = 1.f / p.temperature;
+  cand_.resize(size_t(vocab));
+  for (int i = 0; i < vocab; ++i) cand_[size_t(i)] = {logits[i] * inv_t, i};
+  auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t n = cand_.size();
+  if (p.top_k > 0 && size_t(p.top_k) < n) {
+    std::nth_element(cand_.begin(), cand_.begin() + p.top_k, cand_.end(), better);
+    n = size_t(p.top_k);
+  }
+  // Softmax over the candidates (unnormalised weights, then their sum).
+  float mx = -INFINITY;
+  for (size_t i = 0; i < n; ++i) mx = std::max(mx, cand_[i].first);
+  double total = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cand_[i].first = std::exp(cand_[i].first - mx);
+    total += cand_[i].first;
+  }
+  if (p.top_p < 1.f || p.min_p > 0.f) {
+    std::sort(cand_.begin(), cand_.begin() + long(n), better);
+    if (p.top_p < 1.f) {  // keep the smallest prefix whose mass reaches top_p
+      double cum = 0.0;
+      size_t keep = 0;
+      while (keep < n) {
+        cum += cand_[keep].first / total;
+        ++keep;
+        if (cum >= double(p.top_p)) break;
+      }
+      n = keep;
+    }
+    if (p.min_p > 0.f) {  // keep tokens with prob >= min_p * max prob (the first is the max)
+      const float floor = p.min_p * cand_[0].first;
+      size_t keep = 1;
+      while (keep < n && cand_[keep].first >= floor) ++keep;
+      n = keep;
+    }
+    total = 0.0;
+    for (size_t i = 0; i < n; ++i) total += cand_[i].first;
+  }
+  std::uniform_real_distribution<double> uni(0.0, total);
+  double r = uni(rng_);
+  for (size_t i = 0; i < n; ++i) {
+    r -= cand_[i].first;
+    if (r < 0) return cand_[i].second;
+  }
+  return cand_[n - 1].second;
+}
+
+}  // namespace gemma

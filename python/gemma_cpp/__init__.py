@@ -1,0 +1,35 @@
+"""gemma_cpp: fast CPU inference for Google's Gemma models.
+
+    from gemma_cpp import Model
+    m = Model("gemma-2b-it.int8.gcpp")
+    print(m.generate("The capital of France is", max_new_tokens=16))
+"""
+
+__version__ = "0.1.0"
+
+from .gcpp_format import FormatError  # noqa: E402
+from .model import ContextLengthError, Model, ModelConfig  # noqa: E402
+from .tokenizer import ChatTemplateError  # noqa: E402
+
+
+def system_info() -> dict:
+    """What the C++ core runs on: the chosen ISA, the ISAs available, threads."""
+    from . import _core
+
+    return {
+        "version": __version__,
+        "isa": _core.active_isa(),
+        "available_isas": _core.available_isas(),
+        "threads": _core.default_threads(),
+    }
+
+
+def set_isa(name: str) -> None:
+    """Force the kernels' instruction set: 'scalar', 'avx2', 'avx512' or 'neon' (if available)."""
+    from . import _core
+
+    _core.set_isa(name)
+
+
+__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError",
+           "system_info", "set_isa", "__version__"]

@@ -1,0 +1,211 @@
+"""The .gcpp single-file model format: layout, writer and header reader.
+
+Layout (all integers little-endian)::
+
+    0   8 bytes   magic b"GEMMACPP"
+    8   u32       format version (FORMAT_VERSION)
+    12  u32       flags (0; reserved)
+    16  u64       header length in bytes
+    24  u64       data_start: offset of the data region (a multiple of ALIGN)
+    32  ...       header: UTF-8 JSON (config, tokenizer, special ids, chat template,
+                  provenance, tensor table)
+    data_start    tensor and tokenizer blobs, each at a multiple of ALIGN from the file start
+
+Every tensor entry records name, dtype, shape, offset (relative to data_start), nbytes and
+layout ("rows": row-major rows of quant.row_bytes(dtype, cols) bytes). The reader checks
+the magic, version and header before the C++ side maps the file and validates every tensor
+against the file size and the config, so a truncated or foreign file gets a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterable
+
+import numpy as np
+
+MAGIC = b"GEMMACPP"
+FORMAT_VERSION = 1
+ALIGN = 64
+_FIXED = struct.Struct("<8sIIQQ")  # magic, version, flags, header_len, data_start
+MAX_HEADER = 256 << 20  # a header larger than this is corrupt, not a model
+TENSOR_LAYOUT = "rows"
+
+
+class FormatError(ValueError):
+    """A .gcpp file that is truncated, corrupt, foreign or from an incompatible version."""
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class Header:
+    path: str
+    version: int
+    data_start: int
+    meta: dict[str, Any]
+    file_size: int
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def tensors(self) -> list[dict[str, Any]]:
+        return self.meta["tensors"]
+
+    def read_blob(self, entry: dict[str, Any]) -> bytes:
+        off, n = self.data_start + int(entry["offset"]), int(entry["nbytes"])
+        if off + n > self.file_size:
+            raise FormatError(f"{self.path}: blob at {off}+{n} lies past the end of the file "
+                              f"({self.file_size} bytes); the file is truncated")
+        with open(self.path, "rb") as f:
+            f.seek(off)
+            return f.read(n)
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise FormatError(f"{path} is a directory; convert a checkpoint first with "
+                          f"`gemma-convert {path} model.gcpp`")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        fixed = f.read(_FIXED.size)
+        if len(fixed) < _FIXED.size or not fixed.startswith(MAGIC):
+            hint = ""
+            if fixed.startswith(b"GGUF"):
+                hint = f"; it is a GGUF file: convert it with `gemma-convert {path} model.gcpp`"
+            raise FormatError(f"{path}: not a .gcpp model file (bad magic){hint}")
+        _, version, _flags, header_len, data_start = _FIXED.unpack(fixed)
+        if version != FORMAT_VERSION:
+            raise FormatError(f"{path}: format version {version} is not supported by this "
+                              f"gemma_cpp (reads version {FORMAT_VERSION}); re-convert the checkpoint")
+        if header_len > MAX_HEADER or _FIXED.size + header_len > size:
+            raise FormatError(f"{path}: header length {header_len} exceeds the file size "
+                              f"({size} bytes); the file is truncated or corrupt")
+        if data_start % ALIGN or data_start < _FIXED.size + header_len or data_start > size:
+            raise FormatError(f"{path}: bad data offset {data_start}; the file is corrupt")
+        raw = f.read(header_len)
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
+    for key in ("config", "tensors", "tokenizer", "special"):
+        if key not in meta:
+            raise FormatError(f"{path}: header lacks '{key}'; the file is corrupt")
+    for t in meta["tensors"]:
+        if t.get("layout", TENSOR_LAYOUT) != TENSOR_LAYOUT:
+            raise FormatError(f"{path}: tensor {t.get('name')!r} has layout {t.get('layout')!r} "
+                              f"unknown to this version; re-convert the checkpoint")
+    return Header(path=path, version=version, data_start=data_start, meta=meta, file_size=size)
+
+
+@dataclass
+class TensorSpec:
+    """One tensor to write: `load()` returns its float32 values, called once, when written."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # storage dtype: f32, bf16, f16, int8, int4
+    load: Callable[[], np.ndarray]
+
+
+@dataclass
+class ModelSource:
+    """Everything a .gcpp file holds, from whichever reader (HF directory, GGUF)."""
+
+    config: dict[str, Any]
+    tokenizer_model: bytes  # serialized SentencePiece ModelProto
+    special: dict[str, Any]  # bos, eos (list), pad, unk, start_of_turn, end_of_turn
+    chat_template: str | None
+    provenance: dict[str, Any]
+    tensors: list[TensorSpec] = field(default_factory=list)
+
+
+def write(source: ModelSource, out_path: str | os.PathLike, *, progress: bool = True,
+          n_threads: int = 0) -> None:
+    """Write `source` to `out_path` atomically (temp file + rename), streaming tensor by tensor."""
+    from . import _core
+
+    out_path = os.fspath(out_path)
+    tensors_meta = []
+    offset = 0
+    tok_entry = {"offset": 0, "nbytes": len(source.tokenizer_model), "kind": "sentencepiece"}
+    offset = _align(len(source.tokenizer_model))
+    for spec in source.tensors:
+        rows = spec.shape[0] if len(spec.shape) == 2 else 1
+        nbytes = rows * _core.row_bytes(spec.dtype, spec.shape[-1])
+        tensors_meta.append({"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape),
+                             "offset": offset, "nbytes": nbytes, "layout": TENSOR_LAYOUT})
+        offset = _align(offset + nbytes)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "config": source.config,
+        "tokenizer": tok_entry,
+        "special": source.special,
+        "chat_template": source.chat_template,
+        "provenance": source.provenance,
+        "tensors": tensors_meta,
+    }
+    header = json.dumps(meta, indent=None, separators=(",", ":")).encode("utf-8")
+    data_start = _align(_FIXED.size + len(header))
+
+    tmp = out_path + ".partial"
+    total = sum(t["nbytes"] for t in tensors_meta)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {os.path.basename(out_path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_FIXED.pack(MAGIC, FORMAT_VERSION, 0, len(header), data_start))
+            f.write(header)
+            _pad_to(f, data_start)
+            f.write(source.tokenizer_model)
+            for spec, entry in zip(source.tensors, tensors_meta):
+                _pad_to(f, data_start + entry["offset"])
+                values = np.ascontiguousarray(spec.load(), dtype=np.float32)
+                if tuple(values.shape) != tuple(spec.shape):
+                    raise ValueError(f"tensor {spec.name}: reader produced shape {values.shape}, "
+                                     f"expected {spec.shape}")
+                blob = _core.quantize(values.reshape(-1, spec.shape[-1]), spec.dtype, n_threads)
+                assert blob.nbytes == entry["nbytes"], spec.name
+                f.write(memoryview(blob))
+                if bar is not None:
+                    bar.update(entry["nbytes"])
+                del values, blob
+            _pad_to(f, data_start + offset)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _pad_to(f: BinaryIO, pos: int) -> None:
+    here = f.tell()
+    if here > pos:
+        raise AssertionError(f"writer overran offset {pos} (at {here})")
+    f.write(b"\0" * (pos - here))
+
+
+def tensor_table(header: Header) -> Iterable[tuple[str, str, list[int], int, int]]:
+    """(name, dtype, shape, absolute offset, nbytes) rows for the C++ loader."""
+    for t in header.tensors:
+        try:
+            yield (str(t["name"]), str(t["dtype"]), [int(d) for d in t["shape"]],
+                   header.data_start + int(t["offset"]), int(t["nbytes"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{header.path}: malformed tensor entry {t!r} ({e})") from None

@@ -1,0 +1,306 @@
+"""`gemma_cpp.Model`: load a .gcpp file and generate, chat, score.
+
+Threading: a Model owns one KV-cache session guarded by a lock, so concurrent calls on the
+same Model are safe and run one after another. For parallel generation give each thread its
+own `model.clone()`: clones share the mapped weights (no extra memory for them) and have their
+own KV cache. The GIL is released while the C++ core computes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from . import _core
+from .gcpp_format import FormatError, read_header, tensor_table
+from .tokenizer import StopMatcher, StreamDecoder, Tokenizer
+
+
+class ContextLengthError(ValueError):
+    """The prompt (plus the tokens to generate) does not fit the model's context."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture facts of a loaded model."""
+
+    model_type: str
+    family: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    max_position: int
+    sliding_window: int
+    weight_dtype: str
+    isa: str
+    raw: dict
+
+    def __repr__(self) -> str:
+        return (f"ModelConfig({self.model_type}, layers={self.n_layers}, d={self.d_model}, "
+                f"heads={self.n_heads}/{self.n_kv_heads}x{self.head_dim}, ffn={self.ffn_dim}, "
+                f"vocab={self.vocab_size}, ctx={self.max_position}, weights={self.weight_dtype}, "
+                f"isa={self.isa})")
+
+
+_SAMPLING_DEFAULTS = dict(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0)
+
+
+def _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty) -> Any:
+    def num(name, v, kind=float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+        return kind(v)
+
+    if top_k is None:
+        top_k = 0
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)
+    if not isinstance(top_k, int) or isinstance(top_k, bool):
+        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
+    return _core.SamplingParams(
+        temperature=num("temperature", temperature), top_k=top_k,
+        top_p=num("top_p", 1.0 if top_p is None else top_p),
+        min_p=num("min_p", 0.0 if min_p is None else min_p),
+        repetition_penalty=num("repetition_penalty", 1.0 if repetition_penalty is None else repetition_penalty))
+
+
+class Model:
+    """A Gemma model loaded from a .gcpp file.
+
+    Args:
+        path: the .gcpp file written by `gemma-convert`.
+        n_threads: compute threads (default: all cores).
+        max_seq_len: longest sequence (prompt + generated) a session holds; default the model's
+            context length. KV memory grows only with the tokens actually held.
+        seed: default sampling seed.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None,
+                 max_seq_len: int | None = None, seed: int = 0, _share: "Model | None" = None):
+        if _share is not None:
+            self._header, self._core, self.tokenizer = _share._header, _share._core, _share.tokenizer
+        else:
+            self._header = read_header(path)
+            meta = self._header.meta
+            try:
+                self._core = _core.ModelCore(self._header.path, dict(meta["config"]),
+                                             list(tensor_table(self._header)))
+            except (RuntimeError, ValueError) as e:
+                raise FormatError(str(e)) from None
+            tok = meta["tokenizer"]
+            self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
+        cfg = self._header.config
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive int, got {n_threads!r}")
+        ctx = int(cfg["max_position"])
+        if max_seq_len is None:
+            max_seq_len = ctx
+        if not isinstance(max_seq_len, int) or not 0 < max_seq_len <= ctx:
+            raise ValueError(f"max_seq_len must be an int in [1, {ctx}] (the model's context length), "
+                             f"got {max_seq_len!r}")
+        self._seed = int(seed)
+        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, self._seed)
+        self._lock = threading.RLock()
+        weight_dtypes = sorted({t["dtype"] for t in self._header.tensors if len(t["shape"]) == 2})
+        self.config = ModelConfig(
+            model_type=cfg.get("model_type", f"gemma{cfg['family']}"), family=cfg["family"],
+            n_layers=cfg["n_layers"], d_model=cfg["d_model"], n_heads=cfg["n_heads"],
+            n_kv_heads=cfg["n_kv_heads"], head_dim=cfg["head_dim"], ffn_dim=cfg["ffn_dim"],
+            vocab_size=cfg["vocab_size"], max_position=ctx, sliding_window=cfg["sliding_window"],
+            weight_dtype="/".join(weight_dtypes), isa=_core.active_isa(), raw=dict(cfg))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def path(self) -> str:
+        return self._header.path
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's header: config, special ids, chat template, provenance, tensor table."""
+        return self._header.meta
+
+    @property
+    def max_seq_len(self) -> int:
+        return self._session.max_seq_len
+
+    @property
+    def n_threads(self) -> int:
+        return self._session.n_threads
+
+    @n_threads.setter
+    def n_threads(self, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n_threads must be a positive int, got {n!r}")
+        with self._lock:
+            self._session.n_threads = n
+
+    def clone(self) -> "Model":
+        """A Model sharing these weights with its own KV cache (for another thread)."""
+        return Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
+                     _share=self)
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=add_bos)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def reset(self) -> None:
+        """Forget the cached conversation."""
+        with self._lock:
+            self._session.reset()
+
+    def __repr__(self) -> str:
+        return f"Model({self.path!r}, {self.config!r})"
+
+    # ------------------------------------------------------------------ scoring
+    def _check_ids(self, ids: Sequence[int]) -> list[int]:
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        ids = list(ids)
+        vocab = self.config.vocab_size
+        for i, t in enumerate(ids):
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise TypeError(f"token ids must be ints; item {i} is {type(t).__name__}")
+            if not 0 <= t < vocab:
+                raise ValueError(f"token id {t} at index {i} is outside the vocabulary [0, {vocab})")
+        return [int(t) for t in ids]
+
+    def logits(self, ids: Sequence[int] | str) -> np.ndarray:
+        """Next-token logits at every position: float32 array [len(ids), vocab], one prefill."""
+        if isinstance(ids, str):
+            ids = self.tokenize(ids)
+        ids = self._check_ids(ids)
+        if not ids:
+            raise ValueError("logits: empty input")
+        self._check_fits(len(ids), 0)
+        with self._lock:
+            self._session.reset()
+            return self._session.eval(ids, all_logits=True)
+
+    def _check_fits(self, n_prompt: int, max_new_tokens: int) -> None:
+        if n_prompt > self.max_seq_len:
+            raise ContextLengthError(f"prompt has {n_prompt} tokens, more than max_seq_len={self.max_seq_len} "
+                                     f"(model context {self.config.max_position})")
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
+                 ignore_eos: bool = False, add_bos: bool = True):
+        """Continue `prompt`.
+
+        A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
+        generated text (or, with stream=True, an iterator of text pieces that join to it).
+        A list of token ids is used as-is and the result is the list of generated ids (or an
+        iterator of ids). Generation ends at max_new_tokens, an EOS or <end_of_turn> token
+        (unless ignore_eos), a `stop` string (not included in the text), or the context end.
+
+        Sampling (temperature > 0), in this order: repetition_penalty, temperature, top_k,
+        top_p, min_p, then a draw from a generator seeded with `seed` (default: the Model's
+        seed), so the same seed gives the same output. temperature=0 is greedy.
+        """
+        as_text = isinstance(prompt, str)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        params = _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty)
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop is not None and not all(isinstance(s, str) for s in stop):
+            raise TypeError("stop must be a string or a list of strings")
+        if stop and not as_text:
+            raise ValueError("stop strings apply to text prompts; with token ids, check the ids yourself")
+        if as_text:
+            ids = self.tokenize(prompt, add_bos=add_bos)
+        else:
+            ids = self._check_ids(prompt)
+        if not ids:
+            raise ValueError("generate: empty prompt (give text or at least one token id)")
+        self._check_fits(len(ids), max_new_tokens)
+        it = self._generate_ids(ids, max_new_tokens, params, seed, ignore_eos)
+        if as_text:
+            it = self._texts(it, ids, stop)
+        if stream:
+            return it
+        out = list(it)
+        return "".join(out) if as_text else out
+
+    def _generate_ids(self, ids: list[int], max_new_tokens: int, params, seed, ignore_eos) -> Iterator[int]:
+        stop_ids = set() if ignore_eos else self.tokenizer.stop_ids
+        with self._lock:
+            s = self._session
+            s.seed(self._seed if seed is None else int(seed))
+            self._prefill(ids)
+            if max_new_tokens == 0:
+                return
+            tok = s.sample(params)
+            for i in range(max_new_tokens):
+                if tok in stop_ids:
+                    return
+                yield tok
+                if i + 1 == max_new_tokens or s.n_past >= s.max_seq_len:
+                    return
+                tok = s.step(tok, params)
+
+    def _prefill(self, ids: list[int]) -> None:
+        """Bring the session to hold exactly `ids`, reusing the longest cached prefix."""
+        s = self._session
+        cached = s.tokens
+        common = 0
+        limit = min(len(cached), len(ids) - 1)  # always evaluate at least the last prompt token
+        while common < limit and cached[common] == ids[common]:
+            common += 1
+        if common > 0 and s.can_truncate(common):
+            s.truncate(common)
+        else:
+            s.reset()
+            common = 0
+        s.eval(ids[common:])
+
+    def _texts(self, token_iter: Iterator[int], prompt_ids: list[int], stop) -> Iterator[str]:
+        dec = StreamDecoder(self.tokenizer, prompt_ids)
+        matcher = StopMatcher(stop)
+        try:
+            for tok in token_iter:
+                piece, hit = matcher.feed(dec.push(tok))
+                if piece:
+                    yield piece
+                if hit:
+                    return
+            piece, hit = matcher.feed(dec.flush())
+            if piece:
+                yield piece
+            if not hit:
+                rest = matcher.finish()
+                if rest:
+                    yield rest
+        finally:
+            token_iter.close()
+
+    def chat(self, messages: Sequence[dict[str, str]], **generate_kwargs):
+        """Answer the last user message of `messages` (dicts with 'role' and 'content').
+
+        The prompt is the model's chat template (transformers' apply_chat_template with
+        add_generation_prompt=True). The KV cache keeps the conversation, so the next turn only
+        processes the new tokens. Takes generate()'s keyword arguments; returns text (or a stream).
+        """
+        prompt = self.apply_chat_template(messages)
+        ids = self.tokenize(prompt, add_bos=False)
+        if generate_kwargs.pop("add_bos", None) is not None:
+            pass
+        stream = generate_kwargs.pop("stream", False)
+        stop = generate_kwargs.pop("stop", None)
+        out_ids = self.generate(ids, stream=True, **generate_kwargs)
+        it = self._texts(out_ids, ids, [stop] if isinstance(stop, str) else stop)
+        return it if stream else "".join(it)
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)

@@ -1,0 +1,188 @@
+"""SentencePiece tokenizer, Gemma chat template and UTF-8-safe incremental detokenisation."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import sentencepiece as spm
+
+# The template of the Gemma 1 instruction-tuned checkpoints (tokenizer_config.json), used when a
+# checkpoint carries none. Rendered the way transformers' apply_chat_template renders templates.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+
+class ChatTemplateError(ValueError):
+    """The chat template rejected the messages (e.g. roles that do not alternate)."""
+
+
+class Tokenizer:
+    def __init__(self, model_proto: bytes, special: dict[str, Any], chat_template: str | None = None):
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.special = special
+        self.bos_id: int = int(special["bos"])
+        self.eos_ids: list[int] = [int(i) for i in special.get("eos", [])]
+        self.end_of_turn_id: int | None = special.get("end_of_turn")
+        self.chat_template = chat_template or GEMMA_CHAT_TEMPLATE
+        # Special tokens are matched in text before SentencePiece sees it, as transformers does.
+        self._special_ids: dict[str, int] = {}
+        for key in ("bos", "pad", "start_of_turn", "end_of_turn"):
+            i = special.get(key)
+            if isinstance(i, int) and i >= 0:
+                self._special_ids[self.sp.id_to_piece(i)] = i
+        for i in self.eos_ids:
+            self._special_ids[self.sp.id_to_piece(i)] = i
+        pattern = "|".join(re.escape(p) for p in sorted(self._special_ids, key=len, reverse=True))
+        self._special_re = re.compile(f"({pattern})") if pattern else None
+        self._template = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """Ids that end a generation: EOS and <end_of_turn>."""
+        ids = set(self.eos_ids)
+        if self.end_of_turn_id is not None:
+            ids.add(self.end_of_turn_id)
+        return ids
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        ids = [self.bos_id] if add_bos else []
+        parts = self._special_re.split(text) if self._special_re else [text]
+        for part in parts:
+            if not part:
+                continue
+            if part in self._special_ids:
+                ids.append(self._special_ids[part])
+            else:
+                ids.extend(self.sp.encode(part))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt string, exactly as transformers' apply_chat_template(tokenize=False) renders it."""
+        if self._template is None:
+            self._template = _compile_template(self.chat_template)
+        for m in messages:
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ChatTemplateError(f"each message must be a dict with 'role' and 'content', got {m!r}")
+        names = {"bos_token": self.id_to_piece(self.bos_id),
+                 "eos_token": self.id_to_piece(self.eos_ids[0]) if self.eos_ids else "",
+                 "pad_token": self.id_to_piece(self.special.get("pad", 0) or 0),
+                 "unk_token": self.id_to_piece(self.special.get("unk", 3) or 0)}
+        try:
+            return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                         **names)
+        except ChatTemplateError:
+            raise
+        except Exception as e:  # jinja errors: report what the template said
+            raise ChatTemplateError(f"chat template failed: {e}") from None
+
+
+def _compile_template(source: str):
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise ChatTemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source)
+    except TemplateError as e:
+        raise ChatTemplateError(f"invalid chat template: {e}") from None
+
+
+class StreamDecoder:
+    """Turns generated ids into text pieces that join to exactly decode(all ids).
+
+    Each step decodes the recent ids in the context of the token before them (so a leading
+    space is kept) and holds back text that ends in an incomplete UTF-8 sequence (U+FFFD).
+    """
+
+    _REBASE = 64  # ids kept in the decode window before it moves forward
+
+    def __init__(self, tokenizer: Tokenizer, context: Sequence[int] = ()):
+        self.tok = tokenizer
+        self.prefix: list[int] = list(context[-1:])
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the window's text already returned
+
+    def _window_text(self) -> str:
+        base = self.tok.decode(self.prefix)
+        full = self.tok.decode(self.prefix + self.ids)
+        return full[len(base):] if full.startswith(base) else full
+
+    def push(self, token: int) -> str:
+        self.ids.append(int(token))
+        text = self._window_text()
+        if text.endswith("\ufffd"):
+            return ""
+        delta = text[self.emitted:]
+        self.emitted = len(text)
+        if len(self.ids) >= self._REBASE:  # everything is emitted: start a new window
+            self.prefix = self.ids[-1:]
+            self.ids = []
+            self.emitted = 0
+        return delta
+
+    def flush(self) -> str:
+        text = self._window_text()
+        delta = text[self.emitted:]
+        self.emitted = len(text)
+        return delta
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back a tail that may begin one."""
+
+    def __init__(self, stops: Iterable[str] | None):
+        self.stops = [s for s in (stops or []) if s]
+        self.text = ""
+        self.released = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """(text safe to release now, whether a stop string was hit)."""
+        self.text += piece
+        if not self.stops:
+            out = self.text[self.released:]
+            self.released = len(self.text)
+            return out, False
+        hit = min((i for i in (self.text.find(s, max(0, self.released - len(s) + 1)) for s in self.stops)
+                   if i >= 0), default=-1)
+        if hit >= 0:
+            out = self.text[self.released:hit]
+            self.released = hit
+            self.text = self.text[:hit]
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        upto = max(self.released, len(self.text) - hold)
+        out = self.text[self.released:upto]
+        self.released = upto
+        return out, False
+
+    def finish(self) -> str:
+        out = self.text[self.released:]
+        self.released = len(self.text)
+        return out

@@ -1,0 +1,92 @@
+"""Shared fixtures: a trained SentencePiece tokenizer and tiny random Gemma checkpoints,
+made once per test session and cached by their parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from checkpoints import load_reference, make_checkpoint, train_tokenizer
+
+# Named tiny configurations. Widths are deliberately odd-ish (not powers of two) and
+# n_heads * head_dim != hidden_size, so shape mistakes and sqrt(d) shortcuts show.
+TINY = {
+    "g1_mqa": dict(family=1, num_attention_heads=4, num_key_value_heads=1, head_dim=24, hidden_size=80),
+    "g1_gqa": dict(family=1, num_attention_heads=4, num_key_value_heads=2, head_dim=32, hidden_size=72,
+                   intermediate_size=136, num_hidden_layers=2),
+    "g1_mha": dict(family=1, num_attention_heads=3, num_key_value_heads=3, head_dim=40, hidden_size=96,
+                   num_hidden_layers=2, hidden_act="gelu"),
+    "g2": dict(family=2, num_attention_heads=4, num_key_value_heads=2, head_dim=24, hidden_size=80,
+               num_hidden_layers=4),
+    "g3": dict(family=3, num_attention_heads=4, num_key_value_heads=2, head_dim=24, hidden_size=80,
+               num_hidden_layers=4, sliding_window_pattern=2),
+    "g3_scaled": dict(family=3, num_attention_heads=4, num_key_value_heads=1, head_dim=32, hidden_size=80,
+                      num_hidden_layers=3, layer_types=["sliding_attention", "full_attention",
+                                                        "sliding_attention"],
+                      rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                       "full_attention": {"rope_type": "linear", "factor": 4.0,
+                                                          "rope_theta": 1000000.0}}),
+}
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("gemma_cpp")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(workdir):
+    return train_tokenizer(str(workdir / "tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def make_ckpt(workdir, tokenizer_path):
+    """make_ckpt(name_or_kwargs, **extra) -> checkpoint directory (cached)."""
+    cache: dict[str, str] = {}
+
+    def make(spec: str | dict, **extra) -> str:
+        kw = dict(TINY[spec]) if isinstance(spec, str) else dict(spec)
+        kw.update(extra)
+        key = hashlib.sha1(json.dumps(kw, sort_keys=True).encode()).hexdigest()[:12]
+        if key not in cache:
+            family = kw.pop("family")
+            out = str(workdir / f"ckpt-{key}")
+            cache[key] = make_checkpoint(out, tokenizer_path, family, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_gcpp(workdir, make_ckpt):
+    """make_gcpp(spec, dtype='f32', **ckpt_extra) -> path of the converted .gcpp (cached)."""
+    from gemma_cpp.convert import convert
+
+    cache: dict[tuple, str] = {}
+
+    def make(spec: str | dict, dtype: str = "f32", **extra) -> str:
+        ckpt = make_ckpt(spec, **extra)
+        key = (ckpt, dtype)
+        if key not in cache:
+            out = os.path.join(ckpt, f"model.{dtype}.gcpp")
+            convert(ckpt, out, dtype=dtype, progress=False)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """reference(ckpt_dir) -> transformers float32 eager model (cached)."""
+    cache: dict[str, object] = {}
+
+    def get(ckpt: str):
+        if ckpt not in cache:
+            cache[ckpt] = load_reference(ckpt)
+        return cache[ckpt]
+
+    return get

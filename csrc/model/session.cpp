@@ -241,7 +241,9 @@ void Session::attention(int l, int n, int pos0) {
   const float* V = v_cache_[size_t(l)].data();
   const int cap = cache_cap_[size_t(l)];
 
-#pragma omp parallel for num_threads(n_threads_) schedule(dynamic, 1) collapse(2)
+  // Threads only pay off with enough work; tiny models would spend more time in barriers.
+  const bool parallel = int64_t(n) * c.n_heads * (pos0 + n) * hd > (int64_t(1) << 15);
+#pragma omp parallel for num_threads(n_threads_) schedule(dynamic, 1) collapse(2) if (parallel)
   for (int t = 0; t < n; ++t) {
     for (int h = 0; h < c.n_heads; ++h) {
       float* scores = &scores_[size_t(omp_get_thread_num()) * max_seq_];
@@ -253,6 +255,7 @@ void Session::attention(int l, int n, int pos0) {
       for (int j = 0; j < nk; ++j) {
         const float* k = K + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
         float s = 0.f;
+#pragma omp simd reduction(+ : s)
         for (int i = 0; i < hd; ++i) s += q[i] * k[i];
         scores[j] = s * c.query_scale;
       }
@@ -263,6 +266,7 @@ void Session::attention(int l, int n, int pos0) {
       for (int j = 0; j < nk; ++j) {
         const float* v = V + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
         const float p = scores[j];
+#pragma omp simd
         for (int i = 0; i < hd; ++i) out[i] += p * v[i];
       }
     }

@@ -140,3 +140,37 @@ def test_gemma_2b_width(make_ckpt, make_gcpp, reference):
     for seed, n in ((0, 5), (1, 9)):
         ids = _prompt(n, seed=seed, vocab=256000)
         assert_logits_close(model.logits(ids), reference_logits(ref, ids))
+
+
+@pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model."])
+def test_gemma3_multimodal_checkpoint_text_part(prefix, make_ckpt, reference, tmp_path):
+    """Gemma3ForConditionalGeneration checkpoints nest the text model (hub files use
+    'language_model.model.', transformers 5 writes 'model.language_model.') beside a vision tower
+    that a text-only runtime skips."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from gemma_cpp.convert import convert
+
+    src = make_ckpt("g3")
+    d = tmp_path / "mm"
+    d.mkdir()
+    shutil.copy(f"{src}/tokenizer.model", d / "tokenizer.model")
+    text_cfg = json.load(open(f"{src}/config.json"))
+    json.dump({"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+               "text_config": text_cfg, "vision_config": {"model_type": "siglip_vision_model"},
+               "eos_token_id": [1, 106]}, open(d / "config.json", "w"))
+    tensors = {prefix + k[len("model."):]: v for k, v in load_file(f"{src}/model.safetensors").items()}
+    tensors["model.vision_tower.vision_model.embeddings.patch_embedding.weight" if prefix.startswith("model.")
+            else "vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.ones((4, 3), np.float32)
+    tensors["multi_modal_projector.mm_input_projection_weight"] = np.ones((4, 4), np.float32)
+    save_file(tensors, str(d / "model.safetensors"))
+    out = str(tmp_path / "mm.gcpp")
+    convert(str(d), out, dtype="f32", progress=False)
+    model = Model(out)
+    assert model.config.model_type == "gemma3_text"
+    assert 106 in model.metadata["special"]["eos"]
+    ids = _prompt(20, seed=11)
+    assert_logits_close(model.logits(ids), reference_logits(reference(src), ids))

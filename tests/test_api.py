@@ -247,3 +247,24 @@ def test_ctrl_c_interrupts_prefill(slow_model):
     assert slow_model._session.n_past < len(ids)
     # ...and the model stays usable afterwards.
     assert len(slow_model.generate([2, 5, 6], max_new_tokens=3, ignore_eos=True)) == 3
+
+
+def test_chat_reuse_across_ring_wrap(make_gcpp):
+    """Multi-turn chat on a sliding-window model whose ring buffer has wrapped: reusing the
+    cached prefix gives the same answer as recomputing the whole conversation."""
+    m = Model(make_gcpp("g3"), max_seq_len=512)
+    long_text = " ".join(["water boils at a temperature of one hundred degrees"] * 30)
+    msgs = [{"role": "user", "content": long_text}]
+    a1 = m.chat(msgs, max_new_tokens=10)
+    assert m._session.n_past > 264  # window 8 + chunk 256: the ring has wrapped
+    msgs2 = msgs + [{"role": "assistant", "content": a1}, {"role": "user", "content": "why?"}]
+    prompt2 = m.tokenize(m.apply_chat_template(msgs2), add_bos=False)
+    cached = list(m._session.tokens)
+    common = next(i for i, (a, b) in enumerate(zip(cached + [-1], prompt2)) if a != b)
+    assert m._session.can_truncate(common)
+    a2 = m.chat(msgs2, max_new_tokens=10)
+    fresh = Model(make_gcpp("g3"), max_seq_len=512)
+    assert a2 == fresh.chat(msgs2, max_new_tokens=10)
+    # A rollback far behind the ring's oldest position is refused, and chat falls back to a reset.
+    assert not m._session.can_truncate(5)
+    assert m.chat(msgs[:1], max_new_tokens=10) == a1

@@ -26,7 +26,7 @@ def model_path(make_gcpp):
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    return Model(model_path)
+    return Model(model_path, n_threads=1)  # references on one thread: fast on busy shared cores
 
 
 def cli(*args, input: str | None = None, tmp_cache: str | None = None, timeout: float = 120):
@@ -173,7 +173,7 @@ def test_chat_piped_lines(model_path, model):
             msgs = []
             continue
         msgs.append({"role": "user", "content": t})
-        a = Model(model_path).chat(msgs, max_new_tokens=N)  # fresh model: no cache reuse on the reference side
+        a = Model(model_path, n_threads=1).chat(msgs, max_new_tokens=N)  # fresh model: no cache reuse on the reference side
         msgs.append({"role": "assistant", "content": a})
         expected.append(a)
     r = cli("chat", model_path, "-n", N, input="\n".join(turns) + "\n")
@@ -240,7 +240,7 @@ def test_perplexity_kl_base(make_gcpp, model_path, model, tmp_path):
     f = tmp_path / "text.txt"
     f.write_text(TEXT, encoding="utf-8")
     quant = make_gcpp("g1_mqa", dtype="bf16")
-    qm = Model(quant)
+    qm = Model(quant, n_threads=1)
     ctx = 64
     tokens = model.tokenize(TEXT, add_bos=True)
     ppl, n, kl, agree = _reference_ppl(qm, tokens, ctx, base=model)

@@ -65,6 +65,13 @@ def _int_list(s: str) -> tuple[int, ...]:
     return vals
 
 
+def _positive_list(s: str) -> tuple[int, ...]:
+    vals = _int_list(s)
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {s!r}")
+    return vals
+
+
 _positive = _int_at_least(1, "value")
 _nonneg = _int_at_least(0, "value")
 
@@ -668,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-p", "--n-prompt", type=_int_list, default=(128, 512), help="prompt lengths (default 128,512)")
     p.add_argument("-n", "--n-gen", type=_int_list, default=(128,), help="generation lengths (default 128)")
-    p.add_argument("-t", "--threads", type=_int_list, default=(1, 2), help="thread counts (default 1,2)")
+    p.add_argument("-t", "--threads", type=_positive_list, default=(1, 2), help="thread counts (default 1,2)")
     p.add_argument("-r", "--reps", type=_positive, default=3, help="repetitions (default 3)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
@@ -701,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # text the terminal cannot show must not end the run
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
     if not args.command:
         ap.print_help(sys.stderr)
         return 2
@@ -724,10 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .gcpp_format import FormatError
 
         if isinstance(e, (CLIError, FormatError, ValueError, OSError, RuntimeError, MemoryError)):
-            msg = str(e) if not isinstance(e, OSError) or not e.filename else \
-                f"{e.filename}: {e.strerror or e}"
-            if isinstance(e, FileNotFoundError) and "not found" in str(e):
-                msg = str(e)
+            msg = str(e)
+            if isinstance(e, OSError) and e.strerror and e.args[1:] == (e.strerror,):
+                msg = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # drop "[Errno N]"
             print(f"{PROG}: error: {msg}", file=sys.stderr)
             return 1
         raise

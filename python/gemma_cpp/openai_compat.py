@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .model import ContextLengthError
 from .tokenizer import ChatTemplateError, StopMatcher, StreamDecoder

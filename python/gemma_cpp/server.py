@@ -24,7 +24,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request

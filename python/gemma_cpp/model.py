@@ -304,3 +304,18 @@ class Model:
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+
+    # ------------------------------------------------------------------ OpenAI-shaped calls
+    def create_completion(self, prompt, **kw):
+        """llama-cpp-python's `create_completion`: an OpenAI `text_completion` dict (or chunks).
+        See `gemma_cpp.openai_compat.create_completion`."""
+        from .openai_compat import create_completion
+
+        return create_completion(self, prompt, **kw)
+
+    def create_chat_completion(self, messages, **kw):
+        """llama-cpp-python's `create_chat_completion`: an OpenAI `chat.completion` dict (or chunks).
+        See `gemma_cpp.openai_compat.create_chat_completion`."""
+        from .openai_compat import create_chat_completion
+
+        return create_chat_completion(self, messages, **kw)

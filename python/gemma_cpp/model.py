@@ -153,6 +153,11 @@ class Model:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The token ids the KV cache holds now (the conversation so far)."""
+        return list(self._session.tokens)
+
     def reset(self) -> None:
         """Forget the cached conversation."""
         with self._lock:
@@ -293,9 +298,8 @@ class Model:
         processes the new tokens. Takes generate()'s keyword arguments; returns text (or a stream).
         """
         prompt = self.apply_chat_template(messages)
-        ids = self.tokenize(prompt, add_bos=False)
-        if generate_kwargs.pop("add_bos", None) is not None:
-            pass
+        ids = self.tokenize(prompt, add_bos=False)  # the template writes <bos> itself
+        generate_kwargs.pop("add_bos", None)
         stream = generate_kwargs.pop("stream", False)
         stop = generate_kwargs.pop("stop", None)
         out_ids = self.generate(ids, stream=True, **generate_kwargs)

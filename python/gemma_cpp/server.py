@@ -67,10 +67,7 @@ class SlotPool:
 
     def _pick(self, ids: list[int]) -> Model:
         def cached(m: Model) -> int:
-            try:
-                return _common_prefix(m._session.tokens, ids)
-            except Exception:  # noqa: BLE001 - affinity is an optimisation only
-                return 0
+            return _common_prefix(m.cached_tokens, ids)
 
         best = max(range(len(self.idle)), key=lambda i: cached(self.idle[i]))
         return self.idle.pop(best)

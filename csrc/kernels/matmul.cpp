@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -38,16 +40,6 @@ void dequantize_row(const WeightView& W, int64_t r, float* out) {
   quant::dequantize_row(W.dtype, W.data + r * W.row_bytes, W.cols, out);
 }
 
-namespace avx2 {
-void matmul_rows(const WeightView&, const float*, int64_t, float*, int64_t, int64_t, int64_t);
-}
-namespace avx512 {
-void matmul_rows(const WeightView&, const float*, int64_t, float*, int64_t, int64_t, int64_t);
-}
-namespace neon {
-void matmul_rows(const WeightView&, const float*, int64_t, float*, int64_t, int64_t, int64_t);
-}
-
 static MatmulRowsFn kernel_for(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return scalar::matmul_rows;
@@ -65,12 +57,61 @@ static MatmulRowsFn kernel_for(Isa isa) {
   throw std::invalid_argument(std::string("no matmul kernel compiled for ISA ") + isa_name(isa));
 }
 
+// Same rounding as the weight quantiser (round half to even), so every ISA sees the same ints.
+static inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d,
+                          int32_t* s) {
+  const int64_t nb = quant::n_blocks(cols);
+  constexpr int B = quant::kBlock;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* x = X + t * cols;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int n = int(std::min<int64_t>(B, cols - b * B));
+      const float* xb = x + b * B;
+      float amax = 0.f;
+      for (int j = 0; j < n; ++j) amax = std::max(amax, std::fabs(xb[j]));
+      const float id = amax > 0.f ? 127.f / amax : 0.f;
+      int8_t* qb = q + (t * nb + b) * B;
+      int32_t sum = 0;
+      for (int j = 0; j < B; ++j) {
+        // min() guards against x * (127 / amax) rounding up past 127 by an ulp.
+        const float v = j < n ? std::min(127.f, round_even(std::fabs(xb[j]) * id)) : 0.f;
+        const int iv = int(j < n && xb[j] < 0.f ? -v : v);
+        qb[j] = int8_t(iv);
+        sum += iv;
+      }
+      d[t * nb + b] = amax / 127.f;
+      s[t * nb + b] = sum;
+    }
+  }
+}
+
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
                 int n_threads) {
   MatmulRowsFn fn = kernel_for(isa);
   const int64_t rows = W.rows;
-  if (n_threads <= 1 || rows < 64) {
-    fn(W, X, T, Y, ldy, 0, rows);
+  // Quantised weights: quantise the activations once here, not per row chunk or per thread.
+  // Scratch grows once per thread and is reused: no allocation in the token loop.
+  QuantizedActs xq;
+  const QuantizedActs* xqp = nullptr;
+  if (is_quantized(W.dtype)) {
+    thread_local std::vector<int8_t> qbuf;
+    thread_local std::vector<float> dbuf;
+    thread_local std::vector<int32_t> sbuf;
+    xq.nb = quant::n_blocks(W.cols);
+    const size_t nq = size_t(T * xq.nb * quant::kBlock), nd = size_t(T * xq.nb);
+    if (qbuf.size() < nq) qbuf.resize(nq);
+    if (dbuf.size() < nd) dbuf.resize(nd), sbuf.resize(nd);
+    quantize_activations(X, T, W.cols, qbuf.data(), dbuf.data(), sbuf.data());
+    xq.q = qbuf.data();
+    xq.d = dbuf.data();
+    xq.s = sbuf.data();
+    xqp = &xq;
+  }
+  // Small products are not worth waking threads for.
+  if (n_threads <= 1 || rows < 64 || rows * W.cols * T < (1 << 16)) {
+    fn(W, X, xqp, T, Y, ldy, 0, rows);
     return;
   }
   // Contiguous chunks, rounded to multiples of 16 rows so SIMD kernels can tile.
@@ -83,7 +124,7 @@ void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* 
     per = (per + 15) / 16 * 16;
     const int64_t r0 = std::min<int64_t>(rows, per * tid);
     const int64_t r1 = std::min<int64_t>(rows, r0 + per);
-    if (r0 < r1) fn(W, X, T, Y, ldy, r0, r1);
+    if (r0 < r1) fn(W, X, xqp, T, Y, ldy, r0, r1);
   }
 }
 

@@ -35,13 +35,34 @@ void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* 
 // Row r of W as float32 (embedding lookup of a quantised/bf16 table).
 void dequantize_row(const WeightView& W, int64_t r, float* out);
 
-// Per-ISA kernel: rows [r0, r1) of the product. Implemented in matmul_<isa>.cpp.
-using MatmulRowsFn = void (*)(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
-                              int64_t r0, int64_t r1);
+// Activations quantised for the int8/int4 kernels, once per matmul (shared by every ISA, so all
+// kernels see the same integers): token t, block b holds 32 int8 q in [-127, 127] with
+// x ~= d * q, d = max|x| / 127 over the block (columns past cols are 0), and s = sum of the q.
+struct QuantizedActs {
+  const int8_t* q = nullptr;   // [T][nb * 32]
+  const float* d = nullptr;    // [T][nb]
+  const int32_t* s = nullptr;  // [T][nb]
+  int64_t nb = 0;              // blocks per token (= quant::n_blocks(cols))
+};
 
-namespace scalar {
-void matmul_rows(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy, int64_t r0,
-                 int64_t r1);
-}
+// Fills q/d/s for T rows of X (each `cols` floats); buffers sized T * nb * 32, T * nb, T * nb.
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+
+// Per-ISA kernel: rows [r0, r1) of the product. Implemented in matmul_<isa>.cpp. For Q8/Q4
+// weights `xq` holds X quantised (quantize_activations); for float weights it is null.
+using MatmulRowsFn = void (*)(const WeightView& W, const float* X, const QuantizedActs* xq,
+                              int64_t T, float* Y, int64_t ldy, int64_t r0, int64_t r1);
+
+inline bool is_quantized(DType t) { return t == DType::Q8 || t == DType::Q4; }
+
+#define GEMMA_DECLARE_MATMUL_ROWS(ns)                                                             \
+  namespace ns {                                                                                  \
+  void matmul_rows(const WeightView& W, const float* X, const QuantizedActs* xq, int64_t T,      \
+                   float* Y, int64_t ldy, int64_t r0, int64_t r1);                               \
+  }
+GEMMA_DECLARE_MATMUL_ROWS(scalar)
+GEMMA_DECLARE_MATMUL_ROWS(avx2)
+GEMMA_DECLARE_MATMUL_ROWS(avx512)
+GEMMA_DECLARE_MATMUL_ROWS(neon)
 
 }  // namespace gemma

@@ -1,5 +1,8 @@
 #include "quant/quant.h"
 
+#include <cmath>
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -10,9 +13,108 @@ int64_t row_bytes(DType dtype, int64_t cols) {
     case DType::F32: return cols * 4;
     case DType::BF16:
     case DType::F16: return cols * 2;
-    default: break;
+    case DType::Q8:
+    case DType::Q4: return n_blocks(cols) * (2 + block_quant_bytes(dtype));
   }
   throw std::invalid_argument(std::string("row_bytes: unsupported dtype ") + dtype_name(dtype));
+}
+
+namespace {
+
+// Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 pushes the fraction bits out
+// in the current (default, nearest-even) rounding mode. Plain SSE2 arithmetic, so the loops
+// below vectorise on the baseline x86-64 build where nearbyintf would be a libm call.
+inline float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// q = clamp(round(x * iscale)); returns sum x q and sum q q (for the least-squares scale).
+inline void try_scale(const float* x, float iscale, float qmin, float qmax, float* sxq, float* sqq) {
+  float a = 0.f, b = 0.f;
+  for (int j = 0; j < kBlock; ++j) {
+    const float q = clampf(round_even(x[j] * iscale), qmin, qmax);
+    a += x[j] * q;
+    b += q * q;
+  }
+  *sxq = a;
+  *sqq = b;
+}
+
+}  // namespace
+
+// Scale choice (docs/quantization.md): for a fixed scale d the best levels are q = round(x / d)
+// (clamped), and for fixed levels the best scale is the least-squares d = sum(x q) / sum(q q),
+// which leaves error sum(x^2) - sum(x q)^2 / sum(q q). So we try a few inverse scales around the
+// max-abs one (which wastes range when one outlier dominates, or rounds the largest weights
+// badly), keep the one maximising sum(x q)^2 / sum(q q), refit d by least squares, round d to
+// f16 (what is stored) and finally re-round q against the stored d.
+float quantize_block(const float* xin, int n, int qmin, int qmax, int8_t* qout) {
+  float x[kBlock];
+  for (int j = 0; j < kBlock; ++j) x[j] = j < n ? xin[j] : 0.f;
+  float xm = 0.f, amax = 0.f;  // the signed value of largest magnitude
+  for (int j = 0; j < kBlock; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      xm = x[j];
+    }
+  }
+  if (!(amax > 0.f) || !std::isfinite(amax)) {
+    std::memset(qout, 0, kBlock);
+    return 0.f;
+  }
+  // Map the largest-magnitude weight onto the longer end of the range: for [-8, 7] that is -8
+  // (the scale may be negative), so all 16 levels are usable, as in llama.cpp's Q4_0.
+  const float nlev = float(-qmin > qmax ? -qmin : qmax);
+  const bool wide = qmax - qmin > 32;  // int8: rounding error is tiny; fewer candidates suffice
+  const int ntry = wide ? 2 : 6;
+  const float step = wide ? 0.5f : 0.15f;
+  float best_score = -1.f, best_d = 0.f;
+  for (int i = -ntry; i <= ntry; ++i) {
+    const float iscale = -(nlev + step * float(i)) / xm;
+    float sxq, sqq;
+    try_scale(x, iscale, float(qmin), float(qmax), &sxq, &sqq);
+    if (sqq > 0.f && sxq * sxq / sqq > best_score) {
+      best_score = sxq * sxq / sqq;
+      best_d = sxq / sqq;
+    }
+  }
+  // One refinement: re-round against the least-squares scale and refit.
+  {
+    float sxq, sqq;
+    try_scale(x, 1.f / best_d, float(qmin), float(qmax), &sxq, &sqq);
+    if (sqq > 0.f && sxq * sxq / sqq > best_score) best_d = sxq / sqq;
+  }
+  const float d = f16_to_f32(f32_to_f16(best_d));
+  if (d == 0.f || !std::isfinite(d)) {
+    std::memset(qout, 0, kBlock);
+    return 0.f;
+  }
+  const float id = 1.f / d;
+  for (int j = 0; j < kBlock; ++j)
+    qout[j] = int8_t(clampf(round_even(x[j] * id), float(qmin), float(qmax)));
+  return d;
+}
+
+static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8_t* out) {
+  const int64_t nb = n_blocks(cols);
+  auto* scales = reinterpret_cast<uint16_t*>(out);  // may be unaligned only if the caller is odd
+  uint8_t* qs = out + 2 * nb;
+  int8_t q[kBlock];
+  for (int64_t b = 0; b < nb; ++b) {
+    const int n = int(std::min<int64_t>(kBlock, cols - b * kBlock));
+    float d;
+    if (dtype == DType::Q8) {
+      d = quantize_block(x + b * kBlock, n, -127, 127, q);
+      std::memcpy(qs + b * kBlock, q, kBlock);
+    } else {
+      d = quantize_block(x + b * kBlock, n, -8, 7, q);
+      uint8_t* o = qs + b * (kBlock / 2);
+      for (int j = 0; j < kBlock / 2; ++j)
+        o[j] = uint8_t((q[j] + 8) | (q[j + kBlock / 2] + 8) << 4);
+    }
+    const uint16_t h = f32_to_f16(d);
+    std::memcpy(&scales[b], &h, 2);
+  }
 }
 
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
@@ -34,7 +136,8 @@ void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, ui
         for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_f16(x[c]);
         break;
       }
-      default: break;
+      case DType::Q8:
+      case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
     }
   }
 }
@@ -52,7 +155,29 @@ void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {
       for (int64_t c = 0; c < cols; ++c) out[c] = f16_to_f32(h[c]);
       return;
     }
-    default: break;
+    case DType::Q8:
+    case DType::Q4: {
+      const int64_t nb = n_blocks(cols);
+      const uint8_t* qs = row + 2 * nb;
+      for (int64_t b = 0; b < nb; ++b) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * b, 2);
+        const float d = f16_to_f32(h);
+        const int n = int(std::min<int64_t>(kBlock, cols - b * kBlock));
+        float* o = out + b * kBlock;
+        if (dtype == DType::Q8) {
+          const auto* q = reinterpret_cast<const int8_t*>(qs + b * kBlock);
+          for (int j = 0; j < n; ++j) o[j] = d * float(q[j]);
+        } else {
+          const uint8_t* q = qs + b * (kBlock / 2);
+          for (int j = 0; j < n; ++j) {
+            const int v = j < kBlock / 2 ? (q[j] & 15) : (q[j - kBlock / 2] >> 4);
+            o[j] = d * float(v - 8);
+          }
+        }
+      }
+      return;
+    }
   }
   throw std::invalid_argument(std::string("dequantize_row: unsupported dtype ") + dtype_name(dtype));
 }

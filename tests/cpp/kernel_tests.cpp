@@ -1,0 +1,165 @@
+// Self-contained kernel tests: every ISA available at run time against the scalar reference,
+// and the scalar reference against a double-precision float reference, for every dtype over
+// odd sizes; plus quantisation round-trip bounds. Exit status 0 = all passed.
+//
+// Built by CMake with GEMMA_BUILD_TESTS=ON (ctest runs it) and cross-built for aarch64 by
+// tests/cpp/run_neon_qemu.sh (runs under qemu-aarch64).
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/isa.h"
+#include "kernels/matmul.h"
+#include "quant/quant.h"
+
+using namespace gemma;
+
+static int g_failures = 0, g_checks = 0;
+
+#define CHECK(cond, ...)                               \
+  do {                                                 \
+    ++g_checks;                                        \
+    if (!(cond)) {                                     \
+      ++g_failures;                                    \
+      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::printf(__VA_ARGS__);                        \
+      std::printf("\n");                               \
+    }                                                  \
+  } while (0)
+
+static std::vector<float> randn(std::mt19937& g, size_t n, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(g);
+  return v;
+}
+
+struct Case { int64_t rows, cols, T; };
+
+static void test_matmul(DType dt, const Case& c, std::mt19937& g) {
+  const int64_t R = c.rows, K = c.cols, T = c.T;
+  std::vector<float> w = randn(g, size_t(R * K));
+  std::vector<float> x = randn(g, size_t(T * K));
+  // A few activation outliers, as real models have, so per-block scales matter.
+  for (int64_t t = 0; t < T; ++t) x[size_t(t * K + (t * 7) % K)] *= 20.f;
+  const int64_t rb = quant::row_bytes(dt, K);
+  std::vector<uint8_t> wq(size_t(R * rb));
+  quant::quantize_rows(dt, w.data(), R, K, wq.data(), 1);
+  WeightView W{dt, wq.data(), R, K, rb};
+  std::vector<float> wd(size_t(R * K));
+  for (int64_t r = 0; r < R; ++r) dequantize_row(W, r, &wd[size_t(r * K)]);
+
+  // Scalar reference vs a double-precision product of the dequantised weights and float x.
+  // Float weights: only summation rounding, bounded by ~K * eps * sum|w x|. Quantised weights:
+  // the activations are also quantised (|x - dx qx| <= dx / 2 per element, dx = max|x_block|/127),
+  // so |error| <= sum_k |w_k| dx_b(k) / 2 exactly, plus the same rounding term.
+  const int64_t ldy = R + 3;  // a row stride wider than the row count, as the model uses
+  std::vector<float> ys(size_t(T * ldy), -1.f);
+  matmul_isa(Isa::Scalar, W, x.data(), T, ys.data(), ldy, 1);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t r = 0; r < R; ++r) {
+      double ref = 0, mag = 0, qbound = 0;
+      for (int64_t b = 0; b * 32 < K; ++b) {
+        double amax = 0;
+        for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k)
+          amax = std::max(amax, std::fabs(double(x[size_t(t * K + k)])));
+        for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) {
+          const double wk = wd[size_t(r * K + k)], xk = x[size_t(t * K + k)];
+          ref += wk * xk;
+          mag += std::fabs(wk * xk);
+          qbound += std::fabs(wk) * amax / 127.0 / 2.0;
+        }
+      }
+      const double tol = 2e-6 * double(K) * mag / 64 + 1e-6 * mag + (is_quantized(dt) ? 1.001 * qbound : 0.0);
+      const double got = ys[size_t(t * ldy + r)];
+      CHECK(std::fabs(got - ref) <= tol, "%s scalar vs float ref R=%ld K=%ld T=%ld t=%ld r=%ld: %g vs %g (tol %g)",
+            dtype_name(dt), long(R), long(K), long(T), long(t), long(r), got, ref, tol);
+    }
+    CHECK(ys[size_t(t * ldy + R)] == -1.f, "wrote past the rows");
+  }
+
+  // Every ISA vs scalar: same integers (quantised) or same products (float); only the order of
+  // float additions differs, so agreement is to a few ulps of sum |terms|.
+  for (Isa isa : available_isas()) {
+    if (isa == Isa::Scalar) continue;
+    for (int threads : {1, 2}) {
+      std::vector<float> y(size_t(T * ldy), -1.f);
+      matmul_isa(isa, W, x.data(), T, y.data(), ldy, threads);
+      double worst = 0;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t r = 0; r < R; ++r) {
+          double mag = 0;
+          for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(r * K + k)]) * x[size_t(t * K + k)]);
+          const double diff = std::fabs(double(y[size_t(t * ldy + r)]) - ys[size_t(t * ldy + r)]);
+          const double tol = 1e-5 * mag + 1e-6;
+          if (diff > tol) worst = std::max(worst, diff / tol);
+          CHECK(diff <= tol, "%s %s vs scalar R=%ld K=%ld T=%ld thr=%d t=%ld r=%ld: %g vs %g",
+                isa_name(isa), dtype_name(dt), long(R), long(K), long(T), threads, long(t), long(r),
+                double(y[size_t(t * ldy + r)]), double(ys[size_t(t * ldy + r)]));
+          if (diff > tol) return;  // one message per case is enough
+        }
+      for (int64_t t = 0; t < T; ++t) CHECK(y[size_t(t * ldy + R)] == -1.f, "%s wrote past the rows", isa_name(isa));
+    }
+  }
+}
+
+// Round trip: the stored block scale must do at least as well (sum of squared errors) as the
+// naive max-abs scale, and every element must be within the format's resolution.
+static void test_roundtrip(DType dt, std::mt19937& g) {
+  const int64_t R = 9, K = 333;  // 11 blocks, the last one partial (13 columns)
+  std::vector<float> w = randn(g, size_t(R * K));
+  w[5] = 40.f;  // an outlier in block 0 of row 0
+  for (int64_t k = 0; k < K; ++k) w[size_t(3 * K + k)] = 0.f;  // an all-zero row
+  const int64_t rb = quant::row_bytes(dt, K);
+  CHECK(rb == 11 * (dt == DType::Q8 ? 34 : 18), "row_bytes %ld", long(rb));
+  std::vector<uint8_t> q(size_t(R * rb));
+  quant::quantize_rows(dt, w.data(), R, K, q.data(), 2);
+  std::vector<float> back(static_cast<size_t>(K));
+  const int qmin = dt == DType::Q8 ? -127 : -8, qmax = dt == DType::Q8 ? 127 : 7;
+  double sse = 0, sse_naive = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    quant::dequantize_row(dt, q.data() + r * rb, K, back.data());
+    for (int64_t b = 0; b * 32 < K; ++b) {
+      const int64_t k1 = std::min(K, b * 32 + 32);
+      float amax = 0, xm = 0;
+      for (int64_t k = b * 32; k < k1; ++k)
+        if (std::fabs(w[size_t(r * K + k)]) > amax) amax = std::fabs(w[size_t(r * K + k)]), xm = w[size_t(r * K + k)];
+      // Naive: the largest magnitude maps to the longest end of the range.
+      const float dn = f16_to_f32(f32_to_f16(xm / float(-qmin > qmax ? qmin : qmax)));
+      for (int64_t k = b * 32; k < k1; ++k) {
+        const float x = w[size_t(r * K + k)];
+        float qn = dn != 0.f ? std::nearbyint(x / dn) : 0.f;
+        qn = std::min(std::max(qn, float(qmin)), float(qmax));
+        sse_naive += double(x - dn * qn) * (x - dn * qn);
+        const double e = double(back[size_t(k)]) - x;
+        sse += e * e;
+        // Resolution bound: half a step of the widest scale the search may pick, or clipping.
+        const double bound = amax * (dt == DType::Q8 ? 1.0 / 126.0 : 1.0 / 7.0);
+        CHECK(std::fabs(e) <= bound + 1e-12, "%s roundtrip r=%ld k=%ld x=%g back=%g", dtype_name(dt),
+              long(r), long(k), double(x), double(back[size_t(k)]));
+      }
+    }
+    if (r == 3)
+      for (int64_t k = 0; k < K; ++k) CHECK(back[size_t(k)] == 0.f, "zero row decodes to %g", double(back[size_t(k)]));
+  }
+  CHECK(sse <= sse_naive * 1.0001, "%s search SSE %g > naive %g", dtype_name(dt), sse, sse_naive);
+  std::printf("  %s round trip: SSE %.4g vs naive max-abs %.4g (%.1f%% lower)\n", dtype_name(dt), sse,
+              sse_naive, 100.0 * (1 - sse / sse_naive));
+}
+
+int main() {
+  std::mt19937 g(1234);
+  std::string isas;
+  for (Isa i : available_isas()) isas += std::string(" ") + isa_name(i);
+  std::printf("kernel_tests: ISAs available:%s\n", isas.c_str());
+  test_roundtrip(DType::Q8, g);
+  test_roundtrip(DType::Q4, g);
+  const Case cases[] = {{1, 32, 1}, {1, 7, 1}, {5, 33, 1}, {37, 75, 1}, {67, 300, 3}, {130, 257, 17},
+                        {70, 96, 64}, {19, 1001, 5}, {200, 64, 2}};
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4})
+    for (const Case& c : cases) test_matmul(dt, c, g);
+  std::printf("kernel_tests: %d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}

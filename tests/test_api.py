@@ -4,7 +4,6 @@ stop strings, chat KV reuse, threads, the GIL and Ctrl-C."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time

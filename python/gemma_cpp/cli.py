@@ -450,10 +450,8 @@ def _ppl_stats(nll) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- bench
 def cmd_bench(args, parser) -> int:
-    try:
-        from .bench import format_table, run_bench
-    except ImportError:
-        run_bench, format_table = _fallback_run_bench, _fallback_format_table
+    from .bench import format_table, run_bench
+
     path = _resolve_model(args.model)
     from .gcpp_format import read_header
 
@@ -464,46 +462,6 @@ def cmd_bench(args, parser) -> int:
     else:
         print(format_table(results))
     return 0
-
-
-def _fallback_run_bench(model_path, n_prompt=(128, 512), n_gen=(128,), threads=(1, 2), reps=3) -> list[dict]:
-    """A minimal llama-bench (used only when gemma_cpp.bench is absent)."""
-    import statistics
-
-    from .model import Model
-
-    base = Model(model_path)
-    results = []
-    for t in threads:
-        m = base.clone()
-        m.n_threads = t
-        tests = [("pp", n) for n in n_prompt if n > 0] + [("tg", n) for n in n_gen if n > 0]
-        for kind, n in tests:
-            ids = [m.tokenizer.bos_id] + [(7 + 13 * i) % m.config.vocab_size for i in range(n - 1)]
-            if n + 1 > m.max_seq_len:
-                continue
-            rates = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                if kind == "pp":
-                    m.reset()
-                    m.generate(ids, max_new_tokens=0)
-                else:
-                    m.generate(ids[:1], max_new_tokens=n, ignore_eos=True)
-                rates.append(n / (time.perf_counter() - t0))
-            results.append({"model": os.path.basename(model_path), "test": f"{kind}{n}", "threads": t,
-                            "n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0,
-                            "reps": reps, "avg_ts": statistics.mean(rates),
-                            "stddev_ts": statistics.stdev(rates) if len(rates) > 1 else 0.0,
-                            "samples_ts": rates})
-    return results
-
-
-def _fallback_format_table(results: list[dict]) -> str:
-    lines = ["| model | threads | test | t/s |", "| --- | ---: | ---: | ---: |"]
-    for r in results:
-        lines.append(f"| {r['model']} | {r['threads']} | {r['test']} | {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- info

@@ -464,3 +464,63 @@ def test_error_unsupported_tensor_type(make_ckpt, tmp_path):
     write_gguf_like_llamacpp(ckpt, path, raw_types={"blk.0.attn_q.weight": q8_1})
     msg = _convert_error(path)
     assert "Q8_1" in msg and "blk.0.attn_q.weight" in msg
+
+
+# ------------------------------------------------------------------ demo model plumbing
+def test_demo_missing_package_says_what_to_install(monkeypatch, tmp_path):
+    from gemma_cpp import demo
+
+    monkeypatch.setattr(demo, "_MODULE", "gemma_cpp_no_such_demo_package")
+    with pytest.raises(demo.DemoModelMissing) as e:
+        demo.default_model_path(directory=tmp_path)
+    assert "pip install" in str(e.value) and "[demo]" in str(e.value)
+
+
+def test_demo_assembles_and_converts_once(monkeypatch, tmp_path, make_ckpt):
+    """default_model_path with a stand-in package (a tiny GGUF): joins, converts, caches, and two
+    concurrent first calls convert once."""
+    import shutil
+    import threading
+    import types
+
+    from gemma_cpp import demo
+    from gemma_cpp.convert import convert as real_convert
+
+    ckpt = make_ckpt(dict(WIDE["g3w"]))
+    src = str(tmp_path / "src.gguf")
+    write_gguf_like_llamacpp(ckpt, src, "Q8_0")
+    calls = {"assemble": 0, "convert": 0}
+
+    def assemble(out, overwrite=False):
+        calls["assemble"] += 1
+        shutil.copy(src, out)
+        return out
+
+    fake = types.SimpleNamespace(MODEL_NAME="tiny.gguf", assemble=assemble)
+    monkeypatch.setattr(demo, "_package", lambda: fake)
+
+    def counting_convert(*a, **k):
+        calls["convert"] += 1
+        return real_convert(*a, **k)
+
+    import gemma_cpp.convert as convmod
+
+    monkeypatch.setattr(convmod, "convert", counting_convert)
+    monkeypatch.setenv("GEMMA_CPP_CACHE", str(tmp_path / "cache"))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(demo.default_model_path("f32")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and results[0] == results[1]
+    assert calls == {"assemble": 1, "convert": 1}
+    path = results[0]
+    assert path.startswith(str(tmp_path / "cache")) and path.endswith(".gcpp")
+    assert demo.default_model_path("f32") == path and calls["convert"] == 1
+    leftovers = [f for f in os.listdir(tmp_path / "cache") if f.endswith((".tmp", ".partial"))]
+    assert not leftovers
+    from gemma_cpp import Model
+
+    assert Model(path).config.n_layers == 7

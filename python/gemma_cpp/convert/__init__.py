@@ -6,10 +6,10 @@ import os
 
 from ..gcpp_format import ModelSource, write
 
-DTYPES = ("f32", "bf16", "f16", "int8", "int4")
+from ._defaults import DEFAULT_DTYPE, DTYPES
 
 
-def read_source(src: str, *, dtype: str = "bf16", embed_dtype: str | None = None) -> ModelSource:
+def read_source(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = None) -> ModelSource:
     """A ModelSource for a Hugging Face checkpoint directory or a .gguf file."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown weight dtype {dtype!r} (choose one of {', '.join(DTYPES)})")
@@ -22,7 +22,7 @@ def read_source(src: str, *, dtype: str = "bf16", embed_dtype: str | None = None
     return read_hf(src, dtype=dtype, embed_dtype=embed_dtype)
 
 
-def convert(src: str, out: str, *, dtype: str = "bf16", embed_dtype: str | None = None,
+def convert(src: str, out: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = None,
             progress: bool = True, n_threads: int = 0) -> str:
     """Convert `src` (HF directory or .gguf) to the single-file model `out`; returns `out`."""
     source = read_source(src, dtype=dtype, embed_dtype=embed_dtype)
@@ -30,4 +30,4 @@ def convert(src: str, out: str, *, dtype: str = "bf16", embed_dtype: str | None 
     return out
 
 
-__all__ = ["convert", "read_source", "DTYPES"]
+__all__ = ["convert", "read_source", "DTYPES", "DEFAULT_DTYPE"]

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from . import DTYPES, convert
+from . import DEFAULT_DTYPE, DTYPES, convert
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                     "tokenizer.model) or a GGUF file into a single gemma_cpp .gcpp model file.")
     ap.add_argument("src", help="checkpoint directory or .gguf file")
     ap.add_argument("out", help="output .gcpp file")
-    ap.add_argument("--dtype", "--quant", dest="dtype", default="bf16", choices=DTYPES,
-                    help="storage type of the weight matrices (norms stay f32); default bf16")
+    ap.add_argument("--dtype", "--quant", dest="dtype", default=DEFAULT_DTYPE, choices=DTYPES,
+                    help=f"storage type of the weight matrices (norms stay f32); default {DEFAULT_DTYPE}")
     ap.add_argument("--embed-dtype", choices=DTYPES, default=None,
                     help="storage type of the embedding/output matrix (default: same as --dtype)")
     ap.add_argument("--threads", type=int, default=0, help="threads for quantisation (default: all)")

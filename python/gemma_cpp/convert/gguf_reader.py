@@ -35,6 +35,7 @@ import numpy as np
 from .. import __version__
 from ..gcpp_format import ModelSource, TensorSpec
 from . import config as cfgmod
+from ._defaults import DEFAULT_DTYPE
 from .gguf_file import GGUFError, GGUFFile, supports
 from .sp_builder import TokenizerError, build_sentencepiece
 
@@ -209,7 +210,7 @@ def _special(g: GGUFFile, tokens: list[str], arch: str) -> dict[str, Any]:
             "end_of_turn": eot}
 
 
-def read_gguf(path: str, *, dtype: str = "bf16", embed_dtype: str | None = None) -> ModelSource:
+def read_gguf(path: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = None) -> ModelSource:
     """Describe the GGUF file at `path` as a ModelSource (tensors are dequantised lazily, one at
     a time, when the writer asks for them)."""
     try:

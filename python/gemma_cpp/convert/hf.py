@@ -16,6 +16,7 @@ import numpy as np
 from .. import __version__
 from ..gcpp_format import ModelSource, TensorSpec
 from . import config as cfgmod
+from ._defaults import DEFAULT_DTYPE
 from .safetensors_reader import SafetensorsFile
 from .tokenizer_meta import special_ids_from_sentencepiece
 
@@ -104,7 +105,7 @@ def read_tokenizer(src: str) -> bytes:
         return f.read()
 
 
-def read_hf(src: str, *, dtype: str = "bf16", embed_dtype: str | None = None) -> ModelSource:
+def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = None) -> ModelSource:
     """Describe the checkpoint in `src` as a ModelSource (tensors are loaded lazily)."""
     if not os.path.isdir(src):
         raise CheckpointError(f"{src}: not a directory (expected a Hugging Face checkpoint)")

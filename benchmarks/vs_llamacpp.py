@@ -614,6 +614,8 @@ def main(argv=None) -> int:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"vs_llamacpp-{_dt.date.today().isoformat()}" + ("-quick" if args.quick else "")
+        if (out_dir / f"{stem}.md").exists():  # a second run the same day: keep both
+            stem += _dt.datetime.now().strftime("-%H%M")
         (out_dir / f"{stem}.md").write_text(md)
         (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
         log(f"saved {out_dir / (stem + '.md')} and .json ({meta['seconds']['total']} s in all)")

@@ -133,7 +133,7 @@ def write_random_gemma_gguf(path: str, shape: GemmaShape = GEMMA1_2B, *, seed: i
     w.write_ti_data_to_file()
     fout = w.fout[0]
     rng = np.random.default_rng(seed)
-    t0 = time.time()
+    t0 = t_log = time.time()
     total = sum(int(np.prod(s)) for _, s, _ in plan)
     done = 0
     # Stream each tensor in chunks of rows (GGUFWriter.write_tensor_data needs the whole
@@ -152,8 +152,9 @@ def write_random_gemma_gguf(path: str, shape: GemmaShape = GEMMA1_2B, *, seed: i
             x *= std
             x.astype(np_dt).tofile(fout)
             done += r * cols
-        if log and time.time() - t0 > 5:
-            log(f"  {name}: {done / total:6.1%} written ({time.time() - t0:.0f}s)")
+        if log and time.time() - t_log > 10:
+            t_log = time.time()
+            log(f"  {name}: {done / total:6.1%} written ({t_log - t0:.0f}s)")
     nbytes = fout.tell()
     fout.write(b"\0" * (-nbytes % ALIGN))
     fout.flush()

@@ -82,6 +82,35 @@ def busy_cores(window: float = 0.5) -> float:
     return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / dt)
 
 
+class OtherLoad:
+    """Cores kept busy by other processes while the block runs: all busy CPU time from /proc/stat
+    minus this process's and its waited-for children's CPU time, over the wall time."""
+
+    def __enter__(self):
+        self.b0 = self._busy()
+        self.o0 = self._own()
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        dt = max(1e-3, time.monotonic() - self.t0)
+        other = (self._busy() - self.b0) - (self._own() - self.o0)
+        self.value = max(0.0, other / dt)
+        return False
+
+    @staticmethod
+    def _busy() -> float:
+        t, idle = _cpu_times()
+        return (t - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        import resource
+
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def wait_quiet(threshold: float, max_wait: float) -> float:
     """Wait until other load is below `threshold` cores in two consecutive 0.5 s windows (at most
     `max_wait` s); return the last measured load."""
@@ -375,6 +404,8 @@ def parse_args(argv=None):
     ap.add_argument("--quiet-threshold", type=float, default=0.3,
                     help="other load (busy cores) below which the machine counts as quiet (default 0.3)")
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest wait for a quiet machine per run (s)")
+    ap.add_argument("--retries", type=int, default=1,
+                    help="repeat a run during which other processes used >= --quiet-threshold cores (default 1)")
     ap.add_argument("--budget-s", type=float, default=180.0,
                     help="skip a cell whose single run is predicted to take longer than this (s)")
     a = ap.parse_args(argv)
@@ -467,7 +498,7 @@ def measure(args, bins, jobs: list[dict]) -> list[dict]:
             est_rate = {"llama": {}, "ours": {}}  # tokens/s seen per kind, to predict run times
             for kind, n in args.tests:
                 row = {k: job.get(k) for k in ("model", "title", "llama_type", "our_type")}
-                row.update(test=f"{kind}{n}", threads=t, llama=[], ours=[], load=[])
+                row.update(test=f"{kind}{n}", threads=t, llama=[], ours=[], load=[], run_load=[])
                 na = {"llama": job.get("llama_na"), "ours": job.get("ours_na")}
                 stop = {"llama": False, "ours": False}
                 for rep in range(args.reps):
@@ -481,20 +512,29 @@ def measure(args, bins, jobs: list[dict]) -> list[dict]:
                         if pred > args.budget_s:
                             na[eng] = f"skipped: one run ≈ {pred:.0f}s > --budget-s {args.budget_s:.0f}"
                             continue
-                        load = wait_quiet(args.quiet_threshold, args.max_wait)
-                        try:
-                            if eng == "llama":
-                                v, _ = llama_one(bins, Path(job["llama_path"]), kind, n, t,
-                                                 timeout=max(600.0, 4 * args.budget_s))
-                            else:
-                                v = ours.one(Path(job["ours_path"]), kind, n, t)
-                        except NA as e:
-                            na[eng] = str(e)
+                        for attempt in range(args.retries + 1):
+                            load = wait_quiet(args.quiet_threshold, args.max_wait)
+                            try:
+                                with OtherLoad() as ol:
+                                    if eng == "llama":
+                                        v, _ = llama_one(bins, Path(job["llama_path"]), kind, n, t,
+                                                         timeout=max(600.0, 4 * args.budget_s))
+                                    else:
+                                        v = ours.one(Path(job["ours_path"]), kind, n, t)
+                            except NA as e:
+                                na[eng] = str(e)
+                                break
+                            except Exception as e:  # noqa: BLE001
+                                na[eng] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                                traceback.print_exc()
+                                break
+                            if ol.value < args.quiet_threshold:
+                                break
+                            log(f"    (other processes used {ol.value:.2f} cores during this {eng} run"
+                                + ("; repeating it)" if attempt < args.retries else "; keeping it, marked †)"))
+                        if na[eng]:
                             continue
-                        except Exception as e:  # noqa: BLE001
-                            na[eng] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-                            traceback.print_exc()
-                            continue
+                        row["run_load"].append(round(ol.value, 2))
                         row[eng].append(v)
                         row["load"].append(round(load, 2))
                         est_rate[eng][kind] = min(est_rate[eng].get(kind, v), v)
@@ -502,7 +542,7 @@ def measure(args, bins, jobs: list[dict]) -> list[dict]:
                             stop[eng] = True
                             row.setdefault("cut", []).append(eng)
                 row["llama_stats"], row["ours_stats"] = summarize(row["llama"]), summarize(row["ours"])
-                row["noisy"] = sum(1 for x in row["load"] if x >= args.quiet_threshold)
+                row["noisy"] = sum(1 for x in row["run_load"] if x >= args.quiet_threshold)
                 row["llama_na"], row["ours_na"] = (None if row["llama"] else na["llama"],
                                                    None if row["ours"] else na["ours"])
                 if row["llama_stats"] and row["ours_stats"]:
@@ -529,7 +569,8 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
                f"{' (dirty tree)' if o.get('git_dirty') else ''}, ISA {sysinfo.get('isa', '?')}; "
                f"timer: {o.get('bench')}" + (f"; {o['error']}" if o.get("error") else ""))
     out.append(f"- runs: {meta['reps']} repetitions per cell, engines alternated (A B, B A, …), each run after "
-               f"waiting for other load < {meta['quiet_threshold']} cores (max {meta['max_wait']:.0f} s); "
+               f"waiting for other load < {meta['quiet_threshold']} cores (max {meta['max_wait']:.0f} s) and "
+               f"repeated (≤ {meta.get('retries', 0)}×) if other load during it reached that; "
                f"t/s mean ± sd; ratio = ours / llama.cpp of the medians")
     out.append("")
     out.append("| model | type (ours vs llama.cpp) | test | threads | llama.cpp t/s | ours t/s | ratio |")
@@ -541,8 +582,8 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
         out.append(f"| {r['title']} | {r['our_type']} vs {r['llama_type']} | {r['test']} | {r['threads']} | "
                    f"{fmt(r['llama_stats'], r['llama_na'])} | {fmt(r['ours_stats'], r['ours_na'])} | {ratio} |")
     if any(r.get("noisy") for r in rows):
-        out += ["", f"† some runs of this cell started while other processes kept ≥ {meta['quiet_threshold']} "
-                    f"cores busy (no quiet moment within {meta['max_wait']:.0f} s): treat with care."]
+        out += ["", f"† other processes kept ≥ {meta['quiet_threshold']} cores busy during at least one run of "
+                    f"this cell (even after {meta['retries']} retries): treat with care."]
     sizes = meta.get("files", [])
     if sizes:
         out += ["", "| model | type (ours vs llama.cpp) | llama.cpp file (its token_embd/output type) | ours file |",
@@ -602,6 +643,7 @@ def main(argv=None) -> int:
                       "build_info": build_info.read_text().strip() if build_info.exists() else None},
         "reps": args.reps, "threads": args.threads, "tests": [f"{k}{n}" for k, n in args.tests],
         "layers_2b": args.layers, "quiet_threshold": args.quiet_threshold, "max_wait": args.max_wait,
+        "retries": args.retries,
         "files": [{k: j.get(k) for k in ("model", "title", "llama_type", "our_type", "llama_path", "ours_path",
                                           "llama_bytes", "ours_bytes", "llama_embd_type", "llama_na", "ours_na")}
                   for j in jobs],

@@ -579,8 +579,14 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "—"
         if r.get("noisy"):
             ratio += " †"
+        cells = []
+        for eng in ("llama", "ours"):
+            c = fmt(r[f"{eng}_stats"], r[f"{eng}_na"])
+            if r[f"{eng}_stats"] and r[f"{eng}_stats"]["n"] < meta["reps"]:
+                c += f" (n={r[f'{eng}_stats']['n']}, over --budget-s)"
+            cells.append(c)
         out.append(f"| {r['title']} | {r['our_type']} vs {r['llama_type']} | {r['test']} | {r['threads']} | "
-                   f"{fmt(r['llama_stats'], r['llama_na'])} | {fmt(r['ours_stats'], r['ours_na'])} | {ratio} |")
+                   f"{cells[0]} | {cells[1]} | {ratio} |")
     if any(r.get("noisy") for r in rows):
         out += ["", f"† other processes kept ≥ {meta['quiet_threshold']} cores busy during at least one run of "
                     f"this cell (even after {meta['retries']} retries): treat with care."]

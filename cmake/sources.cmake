@@ -7,6 +7,7 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_scalar.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/ops.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
@@ -21,6 +22,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     list(APPEND GEMMA_CORE_SOURCES ${_avx2})
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX2)
+    set(_vec_avx2 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec_avx2.cpp)
+    list(APPEND GEMMA_CORE_SOURCES ${_vec_avx2})
+    set_source_files_properties(${_vec_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
   endif()
   set(_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_avx512.cpp)
   if(EXISTS ${_avx512})

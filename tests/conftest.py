@@ -32,6 +32,18 @@ TINY = {
 }
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child Python that must import the same gemma_cpp as this process
+    (the installed package in CI, python/ in a development tree)."""
+    import gemma_cpp
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(gemma_cpp.__file__))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("gemma_cpp")

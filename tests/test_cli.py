@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
+
 import gemma_cpp
 from gemma_cpp import Model
 
@@ -30,9 +32,7 @@ def model(model_path):
 
 
 def cli(*args, input: str | None = None, tmp_cache: str | None = None, timeout: float = 120):
-    env = dict(os.environ)
-    pkg_root = os.path.dirname(os.path.dirname(gemma_cpp.__file__))
-    env["PYTHONPATH"] = pkg_root + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     env.pop("GEMMA_CPP_DEBUG", None)
     if tmp_cache:
         env["GEMMA_CPP_CACHE"] = tmp_cache

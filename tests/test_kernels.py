@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
+
 from gemma_cpp import Model, _core
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,13 +123,24 @@ def test_roundtrip_error(dtype, qmin, qmax):
     assert np.abs(err[5]).max() < 1e-3 * {"int8": 0.03, "int4": 0.4}[dtype]
 
 
-def test_cpp_kernel_tests_binary():
-    """The C++ kernel tests (tests/cpp/kernel_tests.cpp) if this build has them."""
+def test_cpp_kernel_tests_binary(tmp_path):
+    """The C++ kernel tests (tests/cpp/kernel_tests.cpp): the dev build's binary, or a fresh build."""
     exe = os.path.join(ROOT, "build", "dev", "kernel_tests")
     if not os.path.exists(exe):
-        pytest.skip("kernel_tests not built (GEMMA_BUILD_TESTS=ON ./dev-build.sh)")
+        if shutil.which("cmake") is None:
+            pytest.skip("cmake is not installed")
+        build = tmp_path / "build"
+        cfg = subprocess.run(["cmake", "-S", ROOT, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                              "-DGEMMA_BUILD_PYTHON=OFF", "-DGEMMA_BUILD_TESTS=ON"],
+                             capture_output=True, text=True, timeout=300)
+        assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+        b = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "kernel_tests"],
+                           capture_output=True, text=True, timeout=600)
+        assert b.returncode == 0, b.stdout[-4000:] + b.stderr[-4000:]
+        exe = str(build / "kernel_tests")
     r = subprocess.run([exe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 failures" in r.stdout, r.stdout
 
 
 def test_neon_kernels_under_qemu(tmp_path):
@@ -148,7 +161,7 @@ def test_every_dtype_converts_loads_and_generates(make_ckpt, tmp_path, dtype):
     ckpt = make_ckpt("g1_mqa")
     out = str(tmp_path / f"m.{dtype}.gcpp")
     r = subprocess.run([sys.executable, "-m", "gemma_cpp.convert.cli", ckpt, out, "--dtype", dtype, "-q"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "python")})
+                       capture_output=True, text=True, env=subprocess_env())
     assert r.returncode == 0, r.stderr
     m = Model(out, n_threads=2)
     assert m.config.weight_dtype == dtype
@@ -221,7 +234,7 @@ def test_greedy_same_on_scalar_and_best_isa(make_gcpp, dtype):
     path = make_gcpp("g1_mqa", dtype=dtype)
     out = {}
     for isa in ("scalar", best):
-        env = {**os.environ, "GEMMA_CPP_ISA": isa, "PYTHONPATH": os.path.join(ROOT, "python")}
+        env = subprocess_env(GEMMA_CPP_ISA=isa)
         r = subprocess.run([sys.executable, "-c", _GREEDY, path], capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
         out[isa] = json.loads(r.stdout)

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "kernels/ops.h"
+#include "kernels/vec.h"
 
 namespace gemma {
 
@@ -250,25 +251,19 @@ void Session::attention(int l, int n, int pos0) {
       const int pos = pos0 + t;
       const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
       const int nk = pos - lo + 1;
+      // Keys lo..pos; a sliding layer's ring may wrap, splitting them into two runs of slots.
       const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
-      const int g = h / group;
-      for (int j = 0; j < nk; ++j) {
-        const float* k = K + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
-        float s = 0.f;
-#pragma omp simd reduction(+ : s)
-        for (int i = 0; i < hd; ++i) s += q[i] * k[i];
-        scores[j] = s * c.query_scale;
-      }
+      const size_t off = size_t(h / group) * hd;
+      const int s0 = lo % cap, first = std::min(nk, cap - s0);
+      vec::dot_rows(q, K + size_t(s0) * kv_dim + off, kv_dim, first, hd, scores);
+      if (first < nk) vec::dot_rows(q, K + off, kv_dim, nk - first, hd, scores + first);
+      for (int j = 0; j < nk; ++j) scores[j] *= c.query_scale;
       if (c.attn_softcap > 0) ops::soft_cap(scores, nk, c.attn_softcap);
       ops::softmax(scores, nk);
       float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(h) * hd];
       std::fill(out, out + hd, 0.f);
-      for (int j = 0; j < nk; ++j) {
-        const float* v = V + size_t((lo + j) % cap) * kv_dim + size_t(g) * hd;
-        const float p = scores[j];
-#pragma omp simd
-        for (int i = 0; i < hd; ++i) out[i] += p * v[i];
-      }
+      vec::weighted_sum_rows(scores, V + size_t(s0) * kv_dim + off, kv_dim, first, hd, out);
+      if (first < nk) vec::weighted_sum_rows(scores + first, V + off, kv_dim, nk - first, hd, out);
     }
   }
 }

@@ -12,6 +12,7 @@
 
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
+#include "kernels/vec.h"
 #include "quant/quant.h"
 
 using namespace gemma;
@@ -149,11 +150,38 @@ static void test_roundtrip(DType dt, std::mt19937& g) {
               sse_naive, 100.0 * (1 - sse / sse_naive));
 }
 
+// Attention vector kernels: every ISA against the scalar reference (float sums in another order:
+// relative tolerance a few float ulps times the number of terms).
+static void test_vec(std::mt19937& g) {
+  for (int64_t n : {1, 7, 8, 24, 33, 256, 257})
+    for (int64_t nk : {1, 3, 17}) {
+      const int64_t stride = n + 5;
+      auto q = randn(g, size_t(n)), K = randn(g, size_t(nk * stride)), p = randn(g, size_t(nk));
+      std::vector<float> ref(static_cast<size_t>(nk)), got(static_cast<size_t>(nk));
+      vec::scalar::dot_rows(q.data(), K.data(), stride, nk, n, ref.data());
+      std::vector<float> wref(static_cast<size_t>(n), 0.5f), wgot(static_cast<size_t>(n));
+      vec::scalar::weighted_sum_rows(p.data(), K.data(), stride, nk, n, wref.data());
+      for (Isa isa : available_isas()) {
+        vec::dot_rows_isa(isa, q.data(), K.data(), stride, nk, n, got.data());
+        for (int64_t j = 0; j < nk; ++j)
+          CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
+                "%s dot_rows n=%ld nk=%ld j=%ld: %g vs %g", isa_name(isa), long(n), long(nk), long(j),
+                double(got[size_t(j)]), double(ref[size_t(j)]));
+        std::fill(wgot.begin(), wgot.end(), 0.5f);
+        vec::weighted_sum_rows_isa(isa, p.data(), K.data(), stride, nk, n, wgot.data());
+        for (int64_t i = 0; i < n; ++i)
+          CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
+                "%s weighted_sum_rows n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+      }
+    }
+}
+
 int main() {
   std::mt19937 g(1234);
   std::string isas;
   for (Isa i : available_isas()) isas += std::string(" ") + isa_name(i);
   std::printf("kernel_tests: ISAs available:%s\n", isas.c_str());
+  test_vec(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);
   const Case cases[] = {{1, 32, 1}, {1, 7, 1}, {5, 33, 1}, {37, 75, 1}, {67, 300, 3}, {130, 257, 17},

@@ -1,0 +1,62 @@
+// Scalar reference of the attention vector kernels, and their dispatch.
+#include "kernels/vec.h"
+
+namespace gemma::vec {
+
+namespace scalar {
+void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* k = K + j * stride;
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += q[i] * k[i];
+    out[j] = s;
+  }
+}
+
+void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
+                       float* out) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* v = V + j * stride;
+    for (int64_t i = 0; i < n; ++i) out[i] += p[j] * v[i];
+  }
+}
+}  // namespace scalar
+
+// AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
+static bool use_avx2(Isa isa) {
+#if defined(GEMMA_HAVE_AVX2)
+  return isa == Isa::Avx2 || isa == Isa::Avx512;
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
+void dot_rows_isa(Isa isa, const float* q, const float* K, int64_t stride, int64_t nk, int64_t n,
+                  float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::dot_rows(q, K, stride, nk, n, out);
+#endif
+  (void)isa;
+  scalar::dot_rows(q, K, stride, nk, n, out);
+}
+
+void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stride, int64_t nk,
+                           int64_t n, float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::weighted_sum_rows(p, V, stride, nk, n, out);
+#endif
+  (void)isa;
+  scalar::weighted_sum_rows(p, V, stride, nk, n, out);
+}
+
+void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out) {
+  dot_rows_isa(active_isa(), q, K, stride, nk, n, out);
+}
+
+void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
+                       float* out) {
+  weighted_sum_rows_isa(active_isa(), p, V, stride, nk, n, out);
+}
+
+}  // namespace gemma::vec

@@ -1,0 +1,34 @@
+// Vector kernels of attention: many dot products against one query, and a weighted sum of rows.
+// Dispatched on the active ISA like matmul; vec.cpp holds the scalar reference.
+#pragma once
+#include <cstdint>
+
+#include "kernels/isa.h"
+
+namespace gemma::vec {
+
+// out[j] = sum_i q[i] * K[j * stride + i]        for j < nk, i < n
+void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
+
+// out[i] += sum_j p[j] * V[j * stride + i]       for i < n, j < nk
+void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
+                       float* out);
+
+// The same with an explicit ISA (tests compare every ISA against Isa::Scalar).
+void dot_rows_isa(Isa isa, const float* q, const float* K, int64_t stride, int64_t nk, int64_t n,
+                  float* out);
+void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stride, int64_t nk,
+                           int64_t n, float* out);
+
+namespace scalar {
+void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
+void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
+                       float* out);
+}  // namespace scalar
+namespace avx2 {
+void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
+void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
+                       float* out);
+}  // namespace avx2
+
+}  // namespace gemma::vec

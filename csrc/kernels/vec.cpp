@@ -1,6 +1,8 @@
 // Scalar reference of the attention vector kernels, and their dispatch.
 #include "kernels/vec.h"
 
+#include "kernels/ops.h"
+
 namespace gemma::vec {
 
 namespace scalar {
@@ -48,6 +50,18 @@ void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stri
 #endif
   (void)isa;
   scalar::weighted_sum_rows(p, V, stride, nk, n, out);
+}
+
+void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::geglu_tanh(gate, up, n, out);
+#endif
+  (void)isa;
+  ops::geglu(gate, up, n, /*tanh_approx=*/true, out);
+}
+
+void geglu_tanh(const float* gate, const float* up, int64_t n, float* out) {
+  geglu_tanh_isa(active_isa(), gate, up, n, out);
 }
 
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out) {

@@ -14,6 +14,11 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 
+// GeGLU with the tanh-approximated GELU: out[i] = gelu_tanh(gate[i]) * up[i]
+// (the scalar reference is ops::geglu; SIMD versions use a polynomial exp, |error| < 1e-6).
+void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
+void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out);
+
 // The same with an explicit ISA (tests compare every ISA against Isa::Scalar).
 void dot_rows_isa(Isa isa, const float* q, const float* K, int64_t stride, int64_t nk, int64_t n,
                   float* out);
@@ -26,6 +31,7 @@ void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t n
                        float* out);
 }  // namespace scalar
 namespace avx2 {
+void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);

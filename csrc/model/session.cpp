@@ -211,7 +211,11 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
 #pragma omp parallel for num_threads(nt) schedule(static) if (n * F > 65536)
     for (int t = 0; t < n; ++t) {
       const float* gu = &ffn_[size_t(t) * 2 * F];
-      ops::geglu(gu, gu + F, F, c.gelu_tanh, &act_[size_t(t) * F]);
+      if (c.gelu_tanh) {
+        vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
+      } else {
+        ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+      }
     }
     matmul(L.down, act_.data(), n, proj_.data(), d, nt);
     for (int t = 0; t < n; ++t) {

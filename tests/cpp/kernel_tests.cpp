@@ -12,6 +12,7 @@
 
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "kernels/vec.h"
 #include "quant/quant.h"
 
@@ -176,12 +177,32 @@ static void test_vec(std::mt19937& g) {
     }
 }
 
+// GeGLU (tanh GELU): SIMD exp/tanh against std::tanh, over the range activations take.
+static void test_geglu(std::mt19937& g) {
+  for (int64_t n : {1, 7, 8, 100, 1003}) {
+    auto gate = randn(g, size_t(n), 4.f), up = randn(g, size_t(n));
+    gate[0] = 60.f;  // far in the tails: exp saturates, tanh must still be +-1
+    if (n > 1) gate[1] = -60.f;
+    std::vector<float> ref(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+    ops::geglu(gate.data(), up.data(), n, true, ref.data());
+    for (Isa isa : available_isas()) {
+      vec::geglu_tanh_isa(isa, gate.data(), up.data(), n, got.data());
+      for (int64_t i = 0; i < n; ++i)
+        CHECK(std::fabs(got[size_t(i)] - ref[size_t(i)]) <=
+                  1e-6f * std::fabs(gate[size_t(i)] * up[size_t(i)]) + 1e-7f,
+              "%s geglu n=%ld i=%ld g=%g: %g vs %g", isa_name(isa), long(n), long(i),
+              double(gate[size_t(i)]), double(got[size_t(i)]), double(ref[size_t(i)]));
+    }
+  }
+}
+
 int main() {
   std::mt19937 g(1234);
   std::string isas;
   for (Isa i : available_isas()) isas += std::string(" ") + isa_name(i);
   std::printf("kernel_tests: ISAs available:%s\n", isas.c_str());
   test_vec(g);
+  test_geglu(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);
   const Case cases[] = {{1, 32, 1}, {1, 7, 1}, {5, 33, 1}, {37, 75, 1}, {67, 300, 3}, {130, 257, 17},

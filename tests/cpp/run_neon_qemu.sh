@@ -15,6 +15,6 @@ FLAGS=(-std=c++17 -O2 -fopenmp -Icsrc -DGEMMA_HAVE_NEON -Wall -Wextra -Wno-unuse
 "$CXX" "${FLAGS[@]}" -march=armv8.2-a+dotprod+fp16 -c csrc/kernels/matmul_neon.cpp -o "$OUT/matmul_neon.o"
 "$CXX" "${FLAGS[@]}" -march=armv8-a -o "$OUT/kernel_tests" "$OUT/matmul_neon.o" \
   tests/cpp/kernel_tests.cpp csrc/kernels/isa.cpp csrc/kernels/matmul.cpp \
-  csrc/kernels/matmul_scalar.cpp csrc/kernels/vec.cpp csrc/quant/quant.cpp -static
+  csrc/kernels/matmul_scalar.cpp csrc/kernels/vec.cpp csrc/kernels/ops.cpp csrc/quant/quant.cpp -static
 # -cpu max enables dotprod/fp16 in the emulated CPU.
 "$QEMU" -cpu max -L /usr/aarch64-linux-gnu "$OUT/kernel_tests"

@@ -346,7 +346,7 @@ class Ours:
             res = self.run_bench(str(path), n_prompt=(n,) if kind == "pp" else (), n_gen=(n,) if kind == "tg" else (),
                                  threads=(threads,), reps=1)
             r = res[0]
-            for k in ("avg_ts", "mean_ts", "tps", "mean"):
+            for k in ("tps_mean", "avg_ts", "mean_ts", "tps", "mean"):
                 if k in r:
                     return float(r[k])
             raise NA(f"cannot read gemma_cpp.bench result keys {sorted(r)}")

@@ -2,6 +2,7 @@
 # Kept separate from CMakeLists.txt so a plain cross build (NEON under qemu) can reuse it.
 
 set(GEMMA_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/io/mapped_file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/isa.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul.cpp
@@ -45,5 +46,5 @@ endif()
 add_library(gemma_core STATIC ${GEMMA_CORE_SOURCES})
 target_include_directories(gemma_core PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../csrc)
 target_compile_definitions(gemma_core PUBLIC ${GEMMA_ISA_DEFINES})
-target_link_libraries(gemma_core PUBLIC OpenMP::OpenMP_CXX)
+target_link_libraries(gemma_core PUBLIC Threads::Threads)
 target_compile_options(gemma_core PRIVATE -Wall -Wextra -Wno-unused-parameter)

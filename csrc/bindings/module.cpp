@@ -4,8 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <omp.h>
-
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -286,5 +284,4 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_threads", &default_threads);
-  m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
 }

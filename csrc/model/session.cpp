@@ -10,8 +10,7 @@
 // softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
 #include "model/session.h"
 
-#include <omp.h>
-
+#include <atomic>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -35,7 +34,7 @@ static std::vector<float> rope_inv_freq(int head_dim, float theta, float linear_
 }
 
 Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads)
-    : model_(std::move(model)), max_seq_(max_seq_len), n_threads_(std::max(1, n_threads)) {
+    : model_(std::move(model)), max_seq_(max_seq_len), pool_(new ThreadPool(std::max(1, n_threads))) {
   const ModelConfig& c = model_->config();
   if (max_seq_len <= 0)
     throw std::invalid_argument("max_seq_len must be positive, got " + std::to_string(max_seq_len));
@@ -67,13 +66,13 @@ Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_thre
   proj_.resize(C * size_t(c.d_model));
   ffn_.resize(C * 2 * size_t(c.ffn_dim));
   act_.resize(C * size_t(c.ffn_dim));
-  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
   rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
 }
 
 void Session::set_n_threads(int n) {
-  n_threads_ = std::max(1, n);
-  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+  pool_.reset(new ThreadPool(std::max(1, n)));
+  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
 }
 
 bool Session::can_truncate(int n) const {
@@ -143,7 +142,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
   const Model& M = *model_;
   const int d = c.d_model, F = c.ffn_dim, hd = c.head_dim, half = hd / 2;
   const int qkv_dim = c.q_dim() + 2 * c.kv_dim();
-  const int nt = n_threads_;
+  ThreadPool& pool = *pool_;
 
   // Embedding lookup, scaled by float32(sqrt(d)).
   for (int t = 0; t < n; ++t) {
@@ -173,7 +172,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
     // --- attention block ---
     for (int t = 0; t < n; ++t)
       ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, nt);
+    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, pool);
 
     const int kv_dim = c.kv_dim();
     for (int t = 0; t < n; ++t) {
@@ -196,7 +195,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
       std::memcpy(&v_cache_[size_t(l)][s], v, size_t(kv_dim) * 4);
     }
     attention(l, n, pos0);
-    matmul(L.o, attn_out_.data(), n, proj_.data(), d, nt);
+    matmul(L.o, attn_out_.data(), n, proj_.data(), d, pool);
     for (int t = 0; t < n; ++t) {
       float* o = &proj_[size_t(t) * d];
       if (c.sandwich_norms) ops::rms_norm(o, L.post_attn_norm.data(), d, c.rms_eps, o);
@@ -207,17 +206,23 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
     // --- MLP block (GeGLU) ---
     for (int t = 0; t < n; ++t)
       ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (n * F > 65536)
-    for (int t = 0; t < n; ++t) {
-      const float* gu = &ffn_[size_t(t) * 2 * F];
-      if (c.gelu_tanh) {
-        vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
-      } else {
-        ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, pool);
+    const auto geglu_tokens = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* gu = &ffn_[size_t(t) * 2 * F];
+        if (c.gelu_tanh) {
+          vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
+        } else {
+          ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+        }
       }
+    };
+    if (int64_t(n) * F > 65536) {
+      pool.parallel_for(n, 1, geglu_tokens);
+    } else {
+      geglu_tokens(0, n);
     }
-    matmul(L.down, act_.data(), n, proj_.data(), d, nt);
+    matmul(L.down, act_.data(), n, proj_.data(), d, pool);
     for (int t = 0; t < n; ++t) {
       float* m = &proj_[size_t(t) * d];
       if (c.sandwich_norms) ops::rms_norm(m, L.post_ffn_norm.data(), d, c.rms_eps, m);
@@ -233,7 +238,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
   for (int t = first; t < n; ++t)
     ops::rms_norm(&x_[size_t(t) * d], M.final_norm().data(), d, c.rms_eps,
                   &xn_[size_t(t - first) * d]);
-  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, nt);
+  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, pool);
   if (c.final_softcap > 0) ops::soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
 }
 
@@ -246,12 +251,16 @@ void Session::attention(int l, int n, int pos0) {
   const float* V = v_cache_[size_t(l)].data();
   const int cap = cache_cap_[size_t(l)];
 
-  // Threads only pay off with enough work; tiny models would spend more time in barriers.
+  // Threads only pay off with enough work; tiny models would spend more time waking them.
+  // (token, head) pairs are handed out one at a time (their costs differ with the position).
   const bool parallel = int64_t(n) * c.n_heads * (pos0 + n) * hd > (int64_t(1) << 15);
-#pragma omp parallel for num_threads(n_threads_) schedule(dynamic, 1) collapse(2) if (parallel)
-  for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < c.n_heads; ++h) {
-      float* scores = &scores_[size_t(omp_get_thread_num()) * max_seq_];
+  const int pairs = n * c.n_heads;
+  std::atomic<int> next{0};
+  const auto worker = [&](int thread) {
+    float* scores = &scores_[size_t(thread) * max_seq_];
+    for (int i = next.fetch_add(1, std::memory_order_relaxed); i < pairs;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int t = i / c.n_heads, h = i % c.n_heads;
       const int pos = pos0 + t;
       const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
       const int nk = pos - lo + 1;
@@ -269,6 +278,11 @@ void Session::attention(int l, int n, int pos0) {
       vec::weighted_sum_rows(scores, V + size_t(s0) * kv_dim + off, kv_dim, first, hd, out);
       if (first < nk) vec::weighted_sum_rows(scores + first, V + off, kv_dim, nk - first, hd, out);
     }
+  };
+  if (parallel) {
+    pool_->run(pool_->size(), worker);
+  } else {
+    worker(0);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/cpu/thread_pool.h"
 #include "model/weights.h"
 
 namespace gemma {
@@ -19,7 +20,7 @@ class Session {
   int max_seq_len() const { return max_seq_; }
   int n_past() const { return int(tokens_.size()); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  int n_threads() const { return n_threads_; }
+  int n_threads() const { return pool_->size(); }
   void set_n_threads(int n);
 
   void reset() { tokens_.clear(); }
@@ -44,7 +45,7 @@ class Session {
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
-  int n_threads_;
+  std::unique_ptr<ThreadPool> pool_;  // this session's compute threads (the caller is one of them)
   int chunk_;  // tokens per prefill chunk
   std::vector<int32_t> tokens_;
 

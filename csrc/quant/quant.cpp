@@ -1,5 +1,7 @@
 #include "quant/quant.h"
 
+#include "backend/cpu/thread_pool.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -117,29 +119,31 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
   }
 }
 
+static void quantize_row(DType dtype, const float* x, int64_t cols, uint8_t* out) {
+  switch (dtype) {
+    case DType::F32: std::memcpy(out, x, size_t(cols) * 4); break;
+    case DType::BF16: {
+      auto* o = reinterpret_cast<uint16_t*>(out);
+      for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_bf16(x[c]);
+      break;
+    }
+    case DType::F16: {
+      auto* o = reinterpret_cast<uint16_t*>(out);
+      for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_f16(x[c]);
+      break;
+    }
+    case DType::Q8:
+    case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
+  }
+}
+
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
                    int n_threads) {
   const int64_t rb = row_bytes(dtype, cols);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = src + r * cols;
-    uint8_t* out = dst + r * rb;
-    switch (dtype) {
-      case DType::F32: std::memcpy(out, x, size_t(cols) * 4); break;
-      case DType::BF16: {
-        auto* o = reinterpret_cast<uint16_t*>(out);
-        for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_bf16(x[c]);
-        break;
-      }
-      case DType::F16: {
-        auto* o = reinterpret_cast<uint16_t*>(out);
-        for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_f16(x[c]);
-        break;
-      }
-      case DType::Q8:
-      case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
-    }
-  }
+  ThreadPool pool(std::max(1, n_threads));
+  pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) quantize_row(dtype, src + r * cols, cols, dst + r * rb);
+  });
 }
 
 void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {

@@ -17,7 +17,7 @@ namespace {
 // How long a thread spins before it sleeps (workers) or yields its core (the caller). Long enough
 // to bridge the gaps between the matmuls of a forward pass and between decode steps, short enough
 // that an idle model leaves the cores to others.
-constexpr auto kSpin = std::chrono::microseconds(200);
+constexpr auto kSpin = std::chrono::microseconds(50);
 
 // Spins until done() or kSpin has passed; returns done().
 template <typename Done>

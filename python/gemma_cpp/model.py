@@ -1,7 +1,9 @@
 """`gemma_cpp.Model`: load a .gcpp file and generate, chat, score.
 
 Threading: a Model owns one KV-cache session guarded by a lock, so concurrent calls on the
-same Model are safe and run one after another. For parallel generation give each thread its
+same Model are safe and run one after another. A stream holds the lock from its first item
+until it ends, is closed or is dropped; calling the same Model from the stream's own thread
+meanwhile raises RuntimeError (waiting would never end). For parallel generation give each thread its
 own `model.clone()`: clones share the mapped weights (no extra memory for them) and have their
 own KV cache. The GIL is released while the C++ core computes.
 """

@@ -186,6 +186,10 @@ def test_routine_client_fields_are_ignored(http):
     body = {"messages": [{"role": "user", "content": P}], "max_tokens": 2, "user": "u1", "metadata": {"a": "b"},
             "store": False, "model": "anything", "parallel_tool_calls": True, "tool_choice": "none"}
     assert http.post("/v1/chat/completions", json=body).status_code == 200
+    from gemma_cpp.openai_compat import IGNORED_FIELDS
+
+    doc = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "server.md")).read()
+    assert all(f"`{f}`" in doc for f in IGNORED_FIELDS)  # the documented list is the real one
 
 
 def test_default_max_tokens_is_bounded(model, http):

@@ -195,6 +195,8 @@ def test_models_and_health(server, model_path):
     assert h["status"] == "ok" and h["slots_total"] == 2
     assert server.http.get(f"/v1/models/{name}").json()["id"] == name
     assert server.http.get("/v1/models/other").status_code == 404
+    with open(server.log_path) as f:  # the tiny model is a base model: one warning line at start
+        assert sum("warning" in line and "base (pretrained)" in line for line in f) == 1
 
 
 @needs_server

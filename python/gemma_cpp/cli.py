@@ -280,6 +280,7 @@ def cmd_chat(args, parser) -> int:
     from .openai_compat import TextGeneration
 
     model = _open_model(args.model if args.model else _default_model(), args)
+    model.warn_if_base_model()  # before the first prompt, not in the middle of the first answer
     interactive = sys.stdin.isatty()
     base = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(base)

@@ -3,9 +3,9 @@
 Threading: a Model owns one KV-cache session guarded by a lock, so concurrent calls on the
 same Model are safe and run one after another. A stream holds the lock from its first item
 until it ends, is closed or is dropped; calling the same Model from the stream's own thread
-meanwhile raises RuntimeError (waiting would never end). For parallel generation give each thread its
-own `model.clone()`: clones share the mapped weights (no extra memory for them) and have their
-own KV cache. The GIL is released while the C++ core computes.
+meanwhile raises RuntimeError (waiting would never end). For parallel generation give each
+thread its own `model.clone()`: clones share the mapped weights (no extra memory for them) and
+have their own KV cache. The GIL is released while the C++ core computes.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ class Model:
                                      f"(model context {self.config.max_position})")
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = DEFAULT_MAX_TOKENS,
+                 temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
                  ignore_eos: bool = False, add_bos: bool = True):
@@ -363,10 +364,16 @@ class Model:
         model alike (tokenizer.fold_system); roles other than system/user/assistant raise
         ChatTemplateError. Warns once (BaseModelChatWarning) when the model is a base model."""
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
-        if add_generation_prompt and self.is_base_model and not self._warned_base_chat:
-            self._warned_base_chat = True
-            warnings.warn(base_chat_warning(os.path.basename(self.path)), BaseModelChatWarning, stacklevel=2)
+        if add_generation_prompt:
+            self.warn_if_base_model(stacklevel=3)
         return text
+
+    def warn_if_base_model(self, stacklevel: int = 2) -> None:
+        """Warn (BaseModelChatWarning, once per Model) that a base model is about to be used for chat."""
+        if self.is_base_model and not self._warned_base_chat:
+            self._warned_base_chat = True
+            warnings.warn(base_chat_warning(os.path.basename(self.path)), BaseModelChatWarning,
+                          stacklevel=stacklevel + 1)
 
     # ------------------------------------------------------------------ OpenAI-shaped calls
     def create_completion(self, prompt, **kw):

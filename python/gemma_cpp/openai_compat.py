@@ -135,16 +135,14 @@ class TextGeneration:
 # ---------------------------------------------------------------------------- parameters
 # Fields a request may carry. Everything else gets HTTP 400 naming the field: a field we do not
 # implement (grammar, json_schema, mirostat, typical_p, dry_*, n_predict, ...) would change the
-# output, and answering 200 with unconstrained text would hide that.
+# output, and answering 200 with unconstrained text would hide that. IGNORED_FIELDS are sent
+# routinely by OpenAI clients and SDKs and do not change the text (listed in docs/server.md).
+IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 _COMMON = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
            "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "stop", "stream",
-           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "ignore_eos",
-           # sent routinely by OpenAI clients and SDKs; they do not change the text: ignored
-           "model", "user", "metadata", "store", "service_tier"}
+           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "ignore_eos"} | IGNORED_FIELDS
 _COMPLETION = _COMMON | {"prompt", "echo", "suffix", "best_of"}
-_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice", "functions", "function_call",
-                   "parallel_tool_calls"}
-IGNORED_FIELDS = ("model", "user", "metadata", "store", "service_tier", "parallel_tool_calls")
+_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice", "functions", "function_call"}
 
 
 @dataclass

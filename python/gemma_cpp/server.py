@@ -107,6 +107,12 @@ class ServerState:
         self.name = model_name or oc.model_id(model)
         self.api_key = api_key
         self.pool = SlotPool([model] + [model.clone() for _ in range(parallel - 1)])
+        if model.is_base_model:  # said once here, not again on each chat request
+            from .variant import base_chat_warning
+
+            print(f"gemma-cpp serve: warning: {base_chat_warning(self.name)}", file=sys.stderr, flush=True)
+            for m in self.pool.models:
+                m._warned_base_chat = True
         self.created = int(os.path.getmtime(model.path))
         self.stats = collections.Counter()
 
@@ -358,10 +364,6 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080, api_key
     print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 ({parallel} slot"
           f"{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''} each, context "
           f"{model.max_seq_len}{', API key required' if api_key else ''})", file=sys.stderr, flush=True)
-    if model.is_base_model:
-        from .variant import base_chat_warning
-
-        print(f"gemma-cpp serve: warning: {base_chat_warning(name)}", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -332,6 +332,17 @@ def test_stop_flag_unescapes():
     assert _unescape(r"C:\path") == r"C:\path"  # unknown escapes stay as typed
 
 
+def test_ctx_too_large_is_exit_1_for_every_command(model_path, model, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("water boils " * 200)
+    big = model.config.max_position + 1
+    for args in (["run", model_path, "hi", "--ctx", big], ["perplexity", model_path, text, "--ctx", big]):
+        r = cli(*args)
+        assert r.returncode == 1 and f"--ctx {big} exceeds the model's context length" in r.stderr, r.stderr
+    r = cli("perplexity", model_path)
+    assert r.returncode == 2 and "missing FILE" in r.stderr
+
+
 def test_run_usage_line():
     r = cli("run", "--help")
     assert r.stdout.startswith("usage: gemma-cpp run [options] [MODEL] PROMPT\n")

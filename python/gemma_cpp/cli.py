@@ -393,11 +393,14 @@ def cmd_perplexity(args, parser) -> int:
     pos = args.positionals
     if len(pos) > 2:
         parser.error(f"expected [MODEL] FILE, got {len(pos)} arguments")
+    if len(pos) == 1 and pos[0].lower().endswith((".gcpp", ".gguf")):
+        parser.error(f"missing FILE after MODEL {pos[0]}")
     model_path, args.file = (pos[0], pos[1]) if len(pos) == 2 else (None, pos[0])
     model = _open_model(model_path or _default_model(), argparse.Namespace(threads=args.threads, ctx=None))
     ctx = args.ctx if args.ctx is not None else min(512, model.max_seq_len)
     if ctx > model.max_seq_len:
-        parser.error(f"--ctx {ctx} exceeds the model's context length {model.max_seq_len}")
+        # Like `run --ctx`: whether it fits depends on the file, so a runtime error (exit 1).
+        raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model.max_seq_len} tokens)")
     if ctx < 4:
         parser.error("--ctx must be at least 4")
     base = None
@@ -407,7 +410,7 @@ def cmd_perplexity(args, parser) -> int:
             raise CLIError(f"--kl-base model has vocabulary {base.config.vocab_size}, the model "
                            f"{model.config.vocab_size}: they must share a tokenizer")
         if ctx > base.max_seq_len:
-            parser.error(f"--ctx {ctx} exceeds the base model's context length {base.max_seq_len}")
+            raise CLIError(f"--ctx {ctx} exceeds the base model's context length ({base.max_seq_len} tokens)")
     try:
         with open(args.file, encoding="utf-8", errors="replace") as f:
             text = f.read()

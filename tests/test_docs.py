@@ -19,7 +19,8 @@ becomes a free port (other programs may hold 8080).
 
 Not run, with the reason in SKIPPED: `pip install` (it would replace the package under test
 and needs the network), the test suite itself, and `./dev-build.sh` (it rebuilds the extension
-this process has loaded).
+this process has loaded); also a command reading /usr/share/common-licenses/GPL-3 where the
+system lacks that file. Skips are listed in the output (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ class Runner:
                 if not rest.strip():
                     return None
                 return self.run(rest.strip(), where, check)  # `pip install X && gemma-cpp run ...`
+        if GPL3 in cmd and not os.path.exists(GPL3):
+            self.skipped.append(f"{where}: {cmd}  ({GPL3} is not on this system)")
+            return None
         cmd = self._edit(cmd)
         if re.match(r"gemma-cpp serve\b", cmd):
             self._serve(cmd, where)

@@ -17,7 +17,8 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 from .gcpp_format import FormatError  # noqa: E402
-from .model import ContextLengthError, Model, ModelConfig  # noqa: E402
+from .model import BaseModelChatWarning, ContextLengthError, Model, ModelConfig  # noqa: E402
+from .params import InvalidRequestError  # noqa: E402
 from .tokenizer import ChatTemplateError  # noqa: E402
 
 
@@ -40,5 +41,5 @@ def set_isa(name: str) -> None:
     _core.set_isa(name)
 
 
-__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError",
-           "system_info", "set_isa", "__version__"]
+__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError", "InvalidRequestError",
+           "BaseModelChatWarning", "system_info", "set_isa", "__version__"]

@@ -17,6 +17,7 @@ from conftest import subprocess_env
 
 from gemma_cpp import ChatTemplateError, Model
 from gemma_cpp.model import BaseModelChatWarning
+from gemma_cpp.openai_compat import TextGeneration
 from gemma_cpp.params import InvalidParameterType, InvalidRequestError
 
 P = "the water boils at"
@@ -225,7 +226,8 @@ def test_using_the_model_inside_its_own_stream_raises(model):
 
 
 @pytest.mark.parametrize("how", ["close", "drop"])
-@pytest.mark.parametrize("kind", ["generate", "chat", "create_completion", "create_chat_completion"])
+@pytest.mark.parametrize("kind", ["generate", "chat", "create_completion", "create_chat_completion",
+                                  "TextGeneration"])
 def test_closed_or_dropped_stream_frees_the_model(model, kind, how):
     msgs = [{"role": "user", "content": "hi"}]
     with warnings.catch_warnings():
@@ -234,7 +236,9 @@ def test_closed_or_dropped_stream_frees_the_model(model, kind, how):
              "chat": lambda: model.chat(msgs, stream=True, max_new_tokens=16, ignore_eos=True),
              "create_completion": lambda: model.create_completion(P, stream=True, max_tokens=16, ignore_eos=True),
              "create_chat_completion": lambda: model.create_chat_completion(msgs, stream=True, max_tokens=16,
-                                                                            ignore_eos=True)}[kind]()
+                                                                            ignore_eos=True),
+             "TextGeneration": lambda: TextGeneration(model, model.tokenize(P), max_tokens=16, ignore_eos=True),
+             }[kind]()
         next(s)
         next(s)
     gc.disable()  # freed at once, not by a later garbage collection

@@ -34,13 +34,27 @@ from .tokenizer import ChatTemplateError, StopMatcher, StreamDecoder
 
 
 # ---------------------------------------------------------------------------- generation core
+class _Progress:
+    """What a running generation has produced so far (kept apart from TextGeneration so that the
+    generator running it does not refer back to its TextGeneration: dropping one then frees the
+    Model at once, without waiting for the garbage collector to break a cycle)."""
+
+    __slots__ = ("completion_tokens", "finish_reason", "text_parts", "t_start", "t_first", "t_end")
+
+    def __init__(self):
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self.text_parts: list[str] = []
+        self.t_start = self.t_first = self.t_end = None
+
+
 class TextGeneration:
     """Generates text from prompt token ids, counting tokens and recording why it ended.
 
     Iterate it for text pieces (which join to the whole text); afterwards `finish_reason`
     ("stop" or "length", or "cancelled" when `cancel` was set), `completion_tokens` and the
     timings are filled in. Iterate and close it in one thread: the Model's lock is held
-    while it runs. `close()` stops it early and frees the model.
+    while it runs. `close()` (or dropping it) stops it early and frees the model.
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,
@@ -53,73 +67,42 @@ class TextGeneration:
         self.max_tokens = max_tokens
         self.stop = [s for s in (stop or []) if s]
         self.cancel = cancel
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.text_parts: list[str] = []
-        self.t_start = self.t_first = self.t_end = None
+        self._p = _Progress()
         # Validates every parameter now (before anything streams); runs on first next().
         self._ids = model.generate(self.prompt_ids, max_new_tokens=max_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p, min_p=min_p,
                                    repetition_penalty=repetition_penalty, seed=seed, stream=True,
                                    ignore_eos=ignore_eos)
-        self._iter = self._run()
+        self._iter = _generate_text(self._p, self._ids, StreamDecoder(model.tokenizer, self.prompt_ids),
+                                    StopMatcher(self.stop), cancel,
+                                    min(max_tokens, model.max_seq_len - self.prompt_tokens))
+
+    completion_tokens = property(lambda self: self._p.completion_tokens)
+    finish_reason = property(lambda self: self._p.finish_reason)
+    text_parts = property(lambda self: self._p.text_parts)
+    t_start = property(lambda self: self._p.t_start)
+    t_first = property(lambda self: self._p.t_first)
+    t_end = property(lambda self: self._p.t_end)
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        return "".join(self._p.text_parts)
 
     @property
     def prefill_seconds(self) -> float | None:
-        return None if self.t_first is None else self.t_first - self.t_start
+        p = self._p
+        return None if p.t_first is None else p.t_first - p.t_start
 
     @property
     def decode_seconds(self) -> float | None:
-        return None if self.t_first is None or self.t_end is None else self.t_end - self.t_first
+        p = self._p
+        return None if p.t_first is None or p.t_end is None else p.t_end - p.t_first
 
     def __iter__(self) -> Iterator[str]:
         return self._iter
 
     def __next__(self) -> str:
         return next(self._iter)
-
-    def _run(self) -> Iterator[str]:
-        dec = StreamDecoder(self.model.tokenizer, self.prompt_ids)
-        matcher = StopMatcher(self.stop)
-        self.t_start = time.perf_counter()
-        hit = False
-        try:
-            for tok in self._ids:
-                if self.t_first is None:
-                    self.t_first = time.perf_counter()
-                self.completion_tokens += 1
-                piece, hit = matcher.feed(dec.push(tok))
-                if piece:
-                    self.text_parts.append(piece)
-                    yield piece
-                if hit:
-                    break
-                if self.cancel is not None and self.cancel.is_set():
-                    self.finish_reason = "cancelled"
-                    return
-            if not hit:
-                piece, hit = matcher.feed(dec.flush())
-                if not hit:
-                    piece += matcher.finish()
-                if piece:
-                    self.text_parts.append(piece)
-                    yield piece
-            if hit:
-                self.finish_reason = "stop"
-            elif (self.completion_tokens >= self.max_tokens
-                  or self.prompt_tokens + self.completion_tokens >= self.model.max_seq_len):
-                self.finish_reason = "length"
-            else:
-                self.finish_reason = "stop"
-        finally:
-            self.t_end = time.perf_counter()
-            if self.finish_reason is None:
-                self.finish_reason = "cancelled"
-            self._ids.close()
 
     def close(self) -> None:
         self._iter.close()
@@ -130,6 +113,41 @@ class TextGeneration:
         for _ in self:
             pass
         return self.text
+
+
+def _generate_text(p: _Progress, ids: Iterator[int], dec: StreamDecoder, matcher: StopMatcher,
+                   cancel: threading.Event | None, limit: int) -> Iterator[str]:
+    """The text pieces of a generation, recording progress in `p`. `limit` is where it ends
+    for length (max_tokens, or the room left in the context)."""
+    p.t_start = time.perf_counter()
+    hit = False
+    try:
+        for tok in ids:
+            if p.t_first is None:
+                p.t_first = time.perf_counter()
+            p.completion_tokens += 1
+            piece, hit = matcher.feed(dec.push(tok))
+            if piece:
+                p.text_parts.append(piece)
+                yield piece
+            if hit:
+                break
+            if cancel is not None and cancel.is_set():
+                p.finish_reason = "cancelled"
+                return
+        if not hit:
+            piece, hit = matcher.feed(dec.flush())
+            if not hit:
+                piece += matcher.finish()
+            if piece:
+                p.text_parts.append(piece)
+                yield piece
+        p.finish_reason = "length" if not hit and p.completion_tokens >= limit else "stop"
+    finally:
+        p.t_end = time.perf_counter()
+        if p.finish_reason is None:
+            p.finish_reason = "cancelled"
+        ids.close()
 
 
 # ---------------------------------------------------------------------------- parameters

@@ -56,9 +56,19 @@ ModelConfig config_from_dict(py::dict d) {
   return c;
 }
 
+// Test-only: a Python callable run at each interrupt check (between layers of a forward), so a
+// test can raise a signal from inside the prefill at a known point instead of racing a timer.
+// Owned reference, or null; set and read with the GIL held.
+PyObject* g_check_hook = nullptr;
+
 // Between layers of a long forward: let Python see Ctrl-C (only acts on the main thread).
 void check_signals() {
   py::gil_scoped_acquire gil;
+  if (g_check_hook != nullptr) {
+    PyObject* r = PyObject_CallNoArgs(g_check_hook);
+    if (r == nullptr) throw py::error_already_set();
+    Py_DECREF(r);
+  }
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
@@ -284,4 +294,12 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_threads", &default_threads);
+  m.def(
+      "_set_interrupt_check_hook",
+      [](py::object fn) {
+        PyObject* old = g_check_hook;
+        g_check_hook = fn.is_none() ? nullptr : fn.inc_ref().ptr();
+        Py_XDECREF(old);
+      },
+      py::arg("fn"), "Test-only: call fn() at every Ctrl-C check inside a forward (None removes it).");
 }

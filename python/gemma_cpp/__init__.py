@@ -8,7 +8,8 @@
 __version__ = "0.1.0"
 
 from .gcpp_format import FormatError
-from .model import ContextLengthError, Model, ModelConfig
+from .model import BaseModelChatWarning, ContextLengthError, Model, ModelConfig
+from .params import InvalidRequestError
 from .tokenizer import ChatTemplateError
 
 
@@ -31,5 +32,5 @@ def set_isa(name: str) -> None:
     _core.set_isa(name)
 
 
-__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError",
-           "system_info", "set_isa", "__version__"]
+__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError", "InvalidRequestError",
+           "BaseModelChatWarning", "system_info", "set_isa", "__version__"]

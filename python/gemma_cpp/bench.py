@@ -14,7 +14,7 @@ import os
 import resource
 import statistics
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -40,9 +40,11 @@ def _reset_peak_rss() -> bool:
 
 
 def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequence[int] = (128,),
-              threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0) -> list[dict]:
+              threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0,
+              progress: Callable[[dict], None] | None = None) -> list[dict]:
     """One dict per (threads, test): model, dtype, size_gb, n_params, isa, threads, test, n,
-    tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb."""
+    tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb.
+    `progress(result)` is called as each one is measured."""
     from . import _core
     from .model import Model
 
@@ -84,6 +86,8 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
             tps = timed(fn, n)
             results.append(dict(base, test=name, n=n, tps_mean=statistics.fmean(tps),
                                 tps_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0, samples=tps))
+            if progress is not None:
+                progress(results[-1])
         peak = _rss_mb("VmHWM") if peak_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         for r in results:
             if r["threads"] == nt:

@@ -107,6 +107,12 @@ class ServerState:
         self.name = model_name or oc.model_id(model)
         self.api_key = api_key
         self.pool = SlotPool([model] + [model.clone() for _ in range(parallel - 1)])
+        if model.is_base_model:  # said once here, not again on each chat request
+            from .variant import base_chat_warning
+
+            print(f"gemma-cpp serve: warning: {base_chat_warning(self.name)}", file=sys.stderr, flush=True)
+            for m in self.pool.models:
+                m._warned_base_chat = True
         self.created = int(os.path.getmtime(model.path))
         self.stats = collections.Counter()
 

@@ -11,6 +11,7 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/sample/sampler.cpp
 )

@@ -80,8 +80,8 @@ int default_threads() {
 // A session with its sampler and the logits of the last evaluated position.
 class PySession {
  public:
-  PySession(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed)
-      : session_(std::move(model), max_seq_len, n_threads), sampler_(seed) {}
+  PySession(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed, KvDType kv)
+      : session_(std::move(model), max_seq_len, n_threads, kv), sampler_(seed) {}
 
   // Runs tokens through the model. Returns [n, vocab] logits if all_logits, else None
   // (the last position's logits are kept for sample()).
@@ -204,10 +204,15 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
   py::class_<PySession>(m, "Session")
-      .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed) {
-             return new PySession(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed);
+      .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed,
+                       const std::string& kv_dtype) {
+             return new PySession(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
+                                  kv_dtype_from_name(kv_dtype));
            }),
-           py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("seed") = 0)
+           py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("seed") = 0,
+           py::arg("kv_dtype") = "f32")
+      .def_property_readonly("kv_dtype", [](PySession& s) { return std::string(kv_dtype_name(s.session().kv_cache().dtype())); })
+      .def_property_readonly("kv_bytes_per_token", [](PySession& s) { return s.session().kv_cache().bytes_per_position(); })
       .def("eval", &PySession::eval, py::arg("tokens"), py::arg("all_logits") = false)
       .def("sample", &PySession::sample, py::arg("params"))
       .def("step", &PySession::step, py::arg("token"), py::arg("params"))

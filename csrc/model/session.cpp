@@ -33,28 +33,24 @@ static std::vector<float> rope_inv_freq(int head_dim, float theta, float linear_
   return f;
 }
 
-Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads)
-    : model_(std::move(model)), max_seq_(max_seq_len), pool_(new ThreadPool(std::max(1, n_threads))) {
-  const ModelConfig& c = model_->config();
+static int prefill_chunk(int max_seq) { return std::min(256, max_seq); }
+
+static int checked_max_seq(const ModelConfig& c, int max_seq_len) {
   if (max_seq_len <= 0)
     throw std::invalid_argument("max_seq_len must be positive, got " + std::to_string(max_seq_len));
   if (max_seq_len > c.max_position)
     throw std::invalid_argument("max_seq_len " + std::to_string(max_seq_len) +
                                 " exceeds the model's context length " + std::to_string(c.max_position));
-  chunk_ = std::min(256, max_seq_);
-  cache_cap_.resize(size_t(c.n_layers));
-  k_cache_.resize(size_t(c.n_layers));
-  v_cache_.resize(size_t(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    int cap = max_seq_;
-    if (c.layer_sliding[size_t(l)]) cap = std::min(max_seq_, c.sliding_window + chunk_);
-    cache_cap_[size_t(l)] = cap;
-    // Sliding rings are small and allocated now; global caches grow with the sequence.
-    if (c.layer_sliding[size_t(l)]) {
-      k_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
-      v_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
-    }
-  }
+  return max_seq_len;
+}
+
+Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype)
+    : model_(std::move(model)),
+      max_seq_(checked_max_seq(model_->config(), max_seq_len)),
+      pool_(new ThreadPool(std::max(1, n_threads))),
+      chunk_(prefill_chunk(max_seq_)),
+      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype) {
+  const ModelConfig& c = model_->config();
   inv_freq_global_ = rope_inv_freq(c.head_dim, c.rope_theta_global, c.rope_scale_global);
   inv_freq_local_ = rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f);
 
@@ -79,7 +75,7 @@ bool Session::can_truncate(int n) const {
   if (n < 0 || n > n_past()) return false;
   const ModelConfig& c = model_->config();
   for (int l = 0; l < c.n_layers; ++l) {
-    const int cap = cache_cap_[size_t(l)];
+    const int cap = kv_.capacity(l);
     const int oldest_kept = std::max(0, n_past() - cap);
     const int oldest_needed = std::max(0, n - c.sliding_window + 1);
     if (c.layer_sliding[size_t(l)] && oldest_needed < oldest_kept) return false;
@@ -105,7 +101,7 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
       throw std::invalid_argument("token id " + std::to_string(tokens[i]) + " at index " +
                                   std::to_string(i) + " is outside the vocabulary [0, " +
                                   std::to_string(c.vocab_size) + ")");
-  reserve_positions(n_past() + n);
+  kv_.reserve(n_past() + n);
   const int start = n_past();
   for (int done = 0; done < n; done += chunk_) {
     const int m = std::min(chunk_, n - done);
@@ -115,24 +111,6 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
     forward_chunk(tokens + done, m, start + done, out, all_positions, check_interrupt);
     // Commit the chunk only once it is complete: an interrupt leaves a consistent cache.
     tokens_.insert(tokens_.end(), tokens + done, tokens + done + m);
-  }
-}
-
-void Session::reserve_positions(int n) {
-  // Global-layer caches grow in steps (x1.5, at least 256 positions) up to max_seq: a long
-  // context costs memory only once it is used, and growth is rare, never per token.
-  const ModelConfig& c = model_->config();
-  const size_t kv = size_t(c.kv_dim());
-  for (int l = 0; l < c.n_layers; ++l) {
-    if (c.layer_sliding[size_t(l)]) continue;
-    auto& K = k_cache_[size_t(l)];
-    auto& V = v_cache_[size_t(l)];
-    const size_t have = K.size() / kv;
-    if (have >= size_t(n)) continue;
-    size_t want = std::max<size_t>({size_t(n), have + have / 2, 256});
-    want = std::min<size_t>(want, size_t(max_seq_));
-    K.resize(want * kv);
-    V.resize(want * kv);
   }
 }
 
@@ -190,9 +168,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
         if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
         ops::rope_rotate_half(kh, hd, cs, cs + half);
       }
-      const size_t s = size_t(slot(l, pos0 + t)) * kv_dim;
-      std::memcpy(&k_cache_[size_t(l)][s], k, size_t(kv_dim) * 4);
-      std::memcpy(&v_cache_[size_t(l)][s], v, size_t(kv_dim) * 4);
+      kv_.store(l, kv_.slot(l, pos0 + t), k, v);
     }
     attention(l, n, pos0);
     matmul(L.o, attn_out_.data(), n, proj_.data(), d, pool);
@@ -247,9 +223,7 @@ void Session::attention(int l, int n, int pos0) {
   const int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
   const int group = c.n_heads / c.n_kv_heads;
   const bool sliding = c.layer_sliding[size_t(l)] != 0;
-  const float* K = k_cache_[size_t(l)].data();
-  const float* V = v_cache_[size_t(l)].data();
-  const int cap = cache_cap_[size_t(l)];
+  const int cap = kv_.capacity(l);
 
   // Threads only pay off with enough work; tiny models would spend more time waking them.
   // (token, head) pairs are handed out one at a time (their costs differ with the position).
@@ -266,17 +240,17 @@ void Session::attention(int l, int n, int pos0) {
       const int nk = pos - lo + 1;
       // Keys lo..pos; a sliding layer's ring may wrap, splitting them into two runs of slots.
       const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
-      const size_t off = size_t(h / group) * hd;
+      const int g = h / group;
       const int s0 = lo % cap, first = std::min(nk, cap - s0);
-      vec::dot_rows(q, K + size_t(s0) * kv_dim + off, kv_dim, first, hd, scores);
-      if (first < nk) vec::dot_rows(q, K + off, kv_dim, nk - first, hd, scores + first);
+      kv_.dot_keys(l, g, s0, first, q, scores);
+      if (first < nk) kv_.dot_keys(l, g, 0, nk - first, q, scores + first);
       for (int j = 0; j < nk; ++j) scores[j] *= c.query_scale;
       if (c.attn_softcap > 0) ops::soft_cap(scores, nk, c.attn_softcap);
       ops::softmax(scores, nk);
       float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(h) * hd];
       std::fill(out, out + hd, 0.f);
-      vec::weighted_sum_rows(scores, V + size_t(s0) * kv_dim + off, kv_dim, first, hd, out);
-      if (first < nk) vec::weighted_sum_rows(scores + first, V + off, kv_dim, nk - first, hd, out);
+      kv_.add_values(l, g, s0, first, scores, out);
+      if (first < nk) kv_.add_values(l, g, 0, nk - first, scores + first, out);
     }
   };
   if (parallel) {

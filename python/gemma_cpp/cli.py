@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from .params import KV_DTYPES
+
 PROG = "gemma-cpp"
 GGUF_DTYPE = "int8"  # storage type for GGUF files converted on the fly
 
@@ -155,7 +157,7 @@ def _open_model(path: str, args):
         if ctx > model_ctx:
             raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model_ctx} tokens)")
     return Model(path, n_threads=getattr(args, "threads", None), max_seq_len=getattr(args, "ctx", None),
-                 seed=getattr(args, "seed", None))
+                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or KV_DTYPES[0])
 
 
 # ---------------------------------------------------------------------------- output helpers
@@ -494,7 +496,7 @@ def cmd_bench(args, parser) -> int:
               f"{r['tps_mean']:.2f} ± {r['tps_sd']:.2f} tokens/s", file=sys.stderr, flush=True)
 
     results = run_bench(path, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, reps=args.reps,
-                        progress=progress)
+                        progress=progress, kv_dtype=args.kv_dtype)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -535,6 +537,7 @@ def model_info(model) -> dict[str, Any]:
                                                "n_kv_heads", "head_dim", "ffn_dim", "vocab_size", "max_position",
                                                "sliding_window")},
         "weight_dtypes": dtypes,
+        "kv_cache_bytes_per_token": {kd: model.kv_bytes_per_token_of(kd) for kd in KV_DTYPES},
         "tokenizer": {"kind": meta["tokenizer"].get("kind", "sentencepiece"), "vocab_size": tok.vocab_size,
                       "special": special,
                       "chat_template": "from the checkpoint" if meta.get("chat_template") else
@@ -574,6 +577,8 @@ def cmd_info(args, parser) -> int:
              (f", sliding window {c['sliding_window']}" if c["sliding_window"] else ""))
     p.append("weights:       " + ", ".join(f"{k}: {v['tensors']} tensors, {v['bytes'] / 2**20:.1f} MiB"
                                            for k, v in sorted(info["weight_dtypes"].items())))
+    p.append("KV cache:      " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in info["kv_cache_bytes_per_token"].items())
+             + " per token of context (--kv-dtype)")
     t = info["tokenizer"]
     sp = []
     for k, v in t["special"].items():
@@ -607,7 +612,7 @@ def cmd_serve(args, parser) -> int:
         raise CLIError(f"`{PROG} serve` needs FastAPI and uvicorn: pip install 'gemma_cpp[server]' ({e})") from None
     server.serve(_resolve_model(args.model or _default_model()), host=args.host, port=args.port, api_key=args.api_key,
                  n_threads=args.threads, ctx=args.ctx, parallel=args.parallel, log_level=args.log_level,
-                 model_name=args.alias)
+                 model_name=args.alias, kv_dtype=args.kv_dtype)
     return 0
 
 
@@ -615,6 +620,12 @@ def cmd_serve(args, parser) -> int:
 def _add_runtime(p, ctx_help="context (KV cache) length; default: the model's") -> None:
     p.add_argument("-t", "--threads", type=_positive, default=None, help="compute threads (default: all cores)")
     p.add_argument("-c", "--ctx", type=_positive, default=None, help=ctx_help)
+    _add_kv_dtype(p)
+
+
+def _add_kv_dtype(p) -> None:
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=KV_DTYPES[0],
+                   help=f"KV cache element type (default {KV_DTYPES[0]}; bf16 halves its memory, int8 quarters it)")
 
 
 def _add_sampling(p) -> None:
@@ -699,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n-gen", type=_int_list, default=(128,), help="generation lengths (default 128)")
     p.add_argument("-t", "--threads", type=_positive_list, default=(1, 2), help="thread counts (default 1,2)")
     p.add_argument("-r", "--reps", type=_positive, default=3, help="repetitions (default 3)")
+    _add_kv_dtype(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
-from .params import DEFAULT_MAX_TOKENS, InvalidParameterType, check, resolve_seed
+from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, InvalidParameterType, check, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder, Tokenizer
 from .variant import BASE, base_chat_warning, of_header
 
@@ -110,10 +110,14 @@ class Model:
             context length. KV memory grows only with the tokens actually held.
         seed: the sampling seed for calls that give none. None (the default) draws a fresh random
             seed for each call; an explicit seed makes every call start from it (reproducible).
+        kv_dtype: element type of the KV cache: "f32" (default, exact), "bf16" (half the memory)
+            or "int8" (about a quarter: int8 levels with a scale per head and position).
+            docs/quantization.md gives each one's measured quality.
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None,
-                 max_seq_len: int | None = None, seed: int | None = None, _share: "Model | None" = None):
+                 max_seq_len: int | None = None, seed: int | None = None, kv_dtype: str = KV_DTYPES[0],
+                 _share: "Model | None" = None):
         if _share is not None:
             self._header, self._core, self.tokenizer = _share._header, _share._core, _share.tokenizer
         else:
@@ -136,7 +140,10 @@ class Model:
             raise ValueError(f"max_seq_len must be an int in [1, {ctx}] (the model's context length), "
                              f"got {max_seq_len!r}")
         self._seed = None if seed is None else check("seed", seed)
-        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed))
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed),
+                                      kv_dtype)
         self._lock = _CallGuard()
         self._warned_base_chat = False
         weight_dtypes = sorted({t["dtype"] for t in self._header.tensors if len(t["shape"]) == 2})
@@ -151,6 +158,22 @@ class Model:
     @property
     def path(self) -> str:
         return self._header.path
+
+    @property
+    def kv_dtype(self) -> str:
+        """Element type of the KV cache ("f32", "bf16" or "int8")."""
+        return self._session.kv_dtype
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one more token of context costs (keys and values of every layer)."""
+        return self._session.kv_bytes_per_token
+
+    def kv_bytes_per_token_of(self, kv_dtype: str) -> int:
+        """What kv_bytes_per_token would be with another KV element type."""
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        return _core.Session(self._core, 1, 1, 0, kv_dtype).kv_bytes_per_token
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -185,7 +208,7 @@ class Model:
     def clone(self) -> "Model":
         """A Model sharing these weights with its own KV cache (for another thread)."""
         return Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
-                     _share=self)
+                     kv_dtype=self.kv_dtype, _share=self)
 
     def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
         """Token ids of `text` (a str, or UTF-8 bytes as llama-cpp-python takes), BOS first by default."""

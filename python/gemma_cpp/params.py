@@ -21,6 +21,9 @@ from typing import Any
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 
+# KV cache element types (Model(kv_dtype=...), --kv-dtype); the first is the default.
+KV_DTYPES = ("f32", "bf16", "int8")
+
 SEED_LIMIT = 1 << 64  # seeds are unsigned 64-bit (the C++ Mersenne Twister's seed type)
 
 

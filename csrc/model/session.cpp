@@ -62,13 +62,23 @@ Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_thre
   proj_.resize(C * size_t(c.d_model));
   ffn_.resize(C * 2 * size_t(c.ffn_dim));
   act_.resize(C * size_t(c.ffn_dim));
-  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
   rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
 }
 
 void Session::set_n_threads(int n) {
-  pool_.reset(new ThreadPool(std::max(1, n)));
-  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
+  // The new pool is complete before the old one goes (a failure leaves the session as it was);
+  // attention's per-thread score rows are re-laid out for it at the next forward.
+  std::unique_ptr<ThreadPool> pool(new ThreadPool(std::max(1, n)));
+  pool_.swap(pool);
+  scores_stride_ = 0;
+}
+
+void Session::reserve_scores(int n_positions) {
+  // One row of attention scores per thread, as long as the longest key run so far: memory
+  // follows the context actually used, not max_seq_len.
+  if (n_positions <= scores_stride_) return;
+  scores_stride_ = std::min(max_seq_, std::max({n_positions, scores_stride_ + scores_stride_ / 2, 256}));
+  scores_.assign(size_t(pool_->size()) * size_t(scores_stride_), 0.f);
 }
 
 bool Session::can_truncate(int n) const {
@@ -102,6 +112,7 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
                                   std::to_string(i) + " is outside the vocabulary [0, " +
                                   std::to_string(c.vocab_size) + ")");
   kv_.reserve(n_past() + n);
+  reserve_scores(n_past() + n);
   const int start = n_past();
   for (int done = 0; done < n; done += chunk_) {
     const int m = std::min(chunk_, n - done);
@@ -231,7 +242,7 @@ void Session::attention(int l, int n, int pos0) {
   const int pairs = n * c.n_heads;
   std::atomic<int> next{0};
   const auto worker = [&](int thread) {
-    float* scores = &scores_[size_t(thread) * max_seq_];
+    float* scores = &scores_[size_t(thread) * size_t(scores_stride_)];
     for (int i = next.fetch_add(1, std::memory_order_relaxed); i < pairs;
          i = next.fetch_add(1, std::memory_order_relaxed)) {
       const int t = i / c.n_heads, h = i % c.n_heads;

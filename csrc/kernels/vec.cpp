@@ -27,6 +27,7 @@ void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t n
 static inline float to_float(float v) { return v; }
 static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
 static inline float to_float(int8_t v) { return float(v); }
+static inline float to_float(Half v) { return f16_to_f32(v.bits); }
 
 template <typename E>
 void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
@@ -53,6 +54,10 @@ template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const
                                    int64_t, float*);
 template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
                                  int64_t, float*);
+template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
+                               float*);
+template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
+                                        int64_t, float*);
 template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
                                             int64_t, int64_t, float*);
 template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
@@ -114,6 +119,20 @@ void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t strid
 void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
                                 int64_t n, float* out) {
   weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
+}
+void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
+                      float* out) {
+  dot_rows_typed(isa, q, K, stride, nullptr, 0, nk, n, out);
+}
+void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
+                               float* out) {
+  weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
+}
+void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out) {
+  dot_rows_f16_isa(active_isa(), q, K, stride, nk, n, out);
+}
+void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out) {
+  weighted_sum_rows_f16_isa(active_isa(), p, V, stride, nk, n, out);
 }
 void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
                      int64_t scale_stride, int64_t nk, int64_t n, float* out) {

@@ -14,11 +14,17 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 
-// The same over rows stored as bf16 or as int8 with one float scale per row (a KV cache's
-// element types): row j holds values scale[j * scale_stride] * K8[j * stride + i].
+// The same over rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or
+// int8 with one float scale per row (a KV cache's element types): an int8 row j holds values
+// scale[j * scale_stride] * K8[j * stride + i].
+struct Half {
+  uint16_t bits;
+};
 void dot_rows_bf16(const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_bf16(const float* p, const uint16_t* V, int64_t stride, int64_t nk, int64_t n,
                             float* out);
+void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out);
+void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out);
 void dot_rows_q8(const float* q, const int8_t* K, int64_t stride, const float* scale, int64_t scale_stride,
                  int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const float* scale,
@@ -40,6 +46,10 @@ void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t strid
                        float* out);
 void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
                                 int64_t n, float* out);
+void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
+                      float* out);
+void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
+                               float* out);
 void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
                      int64_t scale_stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_q8_isa(Isa isa, const float* p, const int8_t* V, int64_t stride, const float* scale,

@@ -1,4 +1,4 @@
-// AVX2 + FMA attention vector kernels (compiled with -mavx2 -mfma; dispatched only on CPUs that
+// AVX2 + FMA + F16C attention vector kernels (compiled with -mavx2 -mfma -mf16c; dispatched only on CPUs that
 // have them). 8 lanes; columns past a multiple of 8 are handled one by one.
 #include <immintrin.h>
 
@@ -113,7 +113,11 @@ static inline __m256 load8(const uint16_t* p) {  // bf16: the top half of an f32
 static inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+static inline __m256 load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
+static inline float to_float(Half v) { return _cvtsh_ss(v.bits); }
 static inline float to_float(int8_t v) { return float(v); }
 
 template <typename E>
@@ -158,6 +162,10 @@ template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const
                                    int64_t, float*);
 template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
                                  int64_t, float*);
+template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
+                               float*);
+template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
+                                        int64_t, float*);
 template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
                                             int64_t, int64_t, float*);
 template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,

@@ -15,6 +15,7 @@ const char* kv_dtype_name(KvDType t) {
     case KvDType::F32: return "f32";
     case KvDType::BF16: return "bf16";
     case KvDType::Q8: return "int8";
+    case KvDType::F16: return "f16";
   }
   return "?";
 }
@@ -23,12 +24,13 @@ KvDType kv_dtype_from_name(const std::string& n) {
   if (n == "f32") return KvDType::F32;
   if (n == "bf16") return KvDType::BF16;
   if (n == "int8") return KvDType::Q8;
-  throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, bf16 or int8)");
+  if (n == "f16") return KvDType::F16;
+  throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, f16, bf16 or int8)");
 }
 
 KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
     : dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
-      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::BF16 ? 2 : 1) {
+      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::Q8 ? 1 : 2) {
   const size_t L = size_t(c.n_layers);
   cap_.resize(L);
   sliding_ = c.layer_sliding;
@@ -88,6 +90,13 @@ void KVCache::store(int layer, int slot, const float* k, const float* v) {
       for (int i = 0; i < kv_dim_; ++i) kd[i] = f32_to_bf16(k[i]), vd[i] = f32_to_bf16(v[i]);
       break;
     }
+    case KvDType::F16: {
+      auto* kd = reinterpret_cast<uint16_t*>(&k_[l][at * 2]);
+      auto* vd = reinterpret_cast<uint16_t*>(&v_[l][at * 2]);
+      const auto half = [](float x) { return f32_to_f16(std::max(-65504.f, std::min(65504.f, x))); };
+      for (int i = 0; i < kv_dim_; ++i) kd[i] = half(k[i]), vd[i] = half(v[i]);
+      break;
+    }
     case KvDType::Q8:
       for (int g = 0; g < n_kv_heads_; ++g) {
         const size_t h = size_t(g) * size_t(head_dim_), s = size_t(slot) * size_t(n_kv_heads_) + size_t(g);
@@ -111,6 +120,9 @@ void KVCache::dot_keys(int layer, int g, int slot0, int n, const float* q, float
     case KvDType::BF16:
       vec::dot_rows_bf16(q, reinterpret_cast<const uint16_t*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
       break;
+    case KvDType::F16:
+      vec::dot_rows_f16(q, reinterpret_cast<const vec::Half*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
+      break;
     case KvDType::Q8:
       vec::dot_rows_q8(q, reinterpret_cast<const int8_t*>(row(K, slot0, g)), kv_dim_,
                        &ks_[size_t(layer)][size_t(slot0) * size_t(n_kv_heads_) + size_t(g)], n_kv_heads_, n,
@@ -128,6 +140,9 @@ void KVCache::add_values(int layer, int g, int slot0, int n, const float* p, flo
     case KvDType::BF16:
       vec::weighted_sum_rows_bf16(p, reinterpret_cast<const uint16_t*>(row(V, slot0, g)), kv_dim_, n, head_dim_,
                                   out);
+      break;
+    case KvDType::F16:
+      vec::weighted_sum_rows_f16(p, reinterpret_cast<const vec::Half*>(row(V, slot0, g)), kv_dim_, n, head_dim_, out);
       break;
     case KvDType::Q8:
       vec::weighted_sum_rows_q8(p, reinterpret_cast<const int8_t*>(row(V, slot0, g)), kv_dim_,

@@ -1,5 +1,7 @@
 // The keys and values a Session keeps, per layer, in one of three element types:
 //   f32   exact (4 bytes per value)
+//   f16   IEEE half, rounded to nearest even, saturated at +-65504 (2 bytes; 3 more mantissa
+//         bits than bf16, the type llama.cpp's cache uses by default)
 //   bf16  the top half of each f32, rounded to nearest even (2 bytes)
 //   int8  per (position, KV head): levels q in [-127, 127] and a float scale amax / 127, so a
 //         head's values are scale * q (1 byte per value + 4 bytes per head_dim values)
@@ -15,7 +17,7 @@
 
 namespace gemma {
 
-enum class KvDType : uint8_t { F32 = 0, BF16 = 1, Q8 = 2 };
+enum class KvDType : uint8_t { F32 = 0, BF16 = 1, Q8 = 2, F16 = 3 };
 
 const char* kv_dtype_name(KvDType t);
 KvDType kv_dtype_from_name(const std::string& name);  // throws std::invalid_argument naming the choices

@@ -115,8 +115,8 @@ class Model:
             context length. KV memory grows only with the tokens actually held.
         seed: the sampling seed for calls that give none. None (the default) draws a fresh random
             seed for each call; an explicit seed makes every call start from it (reproducible).
-        kv_dtype: element type of the KV cache: "f32" (default, exact), "bf16" (half the memory)
-            or "int8" (about a quarter: int8 levels with a scale per head and position).
+        kv_dtype: element type of the KV cache: "f32" (default, exact), "f16" or "bf16" (half the
+            memory) or "int8" (about a quarter: int8 levels with a scale per head and position).
             docs/quantization.md gives each one's measured quality.
     """
 
@@ -166,7 +166,7 @@ class Model:
 
     @property
     def kv_dtype(self) -> str:
-        """Element type of the KV cache ("f32", "bf16" or "int8")."""
+        """Element type of the KV cache ("f32", "f16", "bf16" or "int8")."""
         return self._session.kv_dtype
 
     @property

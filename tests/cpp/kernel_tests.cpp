@@ -185,7 +185,7 @@ static void test_vec(std::mt19937& g) {
     }
 }
 
-// The typed-row kernels of the KV cache (bf16 rows; int8 rows with a scale per row): every ISA
+// The typed-row kernels of the KV cache (bf16 and f16 rows; int8 rows with a scale per row): every ISA
 // against the scalar reference, and the scalar reference against the f32 kernel on the same
 // values widened to float (exactly representable, so only the summation order could differ: the
 // reference uses the same order, hence equality).
@@ -227,6 +227,22 @@ static void test_vec_typed(std::mt19937& g) {
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_q8 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+        {  // f16 rows: against the f32 kernels on the widened values
+          std::vector<vec::Half> Kh(Kf.size());
+          std::vector<float> Khf(Kf.size());
+          for (size_t i = 0; i < Kf.size(); ++i) Kh[i].bits = f32_to_f16(Kf[i]), Khf[i] = f16_to_f32(Kh[i].bits);
+          std::vector<float> href(static_cast<size_t>(nk)), wh(static_cast<size_t>(n), 0.5f), whref(static_cast<size_t>(n), 0.5f);
+          vec::scalar::dot_rows(q.data(), Khf.data(), stride, nk, n, href.data());
+          vec::dot_rows_f16_isa(isa, q.data(), Kh.data(), stride, nk, n, got.data());
+          for (int64_t j = 0; j < nk; ++j)
+            CHECK(std::fabs(got[size_t(j)] - href[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
+                  "%s dot_rows_f16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
+          vec::scalar::weighted_sum_rows(p.data(), Khf.data(), stride, nk, n, whref.data());
+          vec::weighted_sum_rows_f16_isa(isa, p.data(), Kh.data(), stride, nk, n, wh.data());
+          for (int64_t i = 0; i < n; ++i)
+            CHECK(std::fabs(wh[size_t(i)] - whref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
+                  "%s weighted_sum_rows_f16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+        }
         std::fill(wgot.begin(), wgot.end(), 0.5f);
         std::vector<float> wref_b(static_cast<size_t>(n), 0.5f);
         vec::scalar::weighted_sum_rows(p.data(), Kbf.data(), stride, nk, n, wref_b.data());

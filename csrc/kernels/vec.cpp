@@ -62,6 +62,11 @@ template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64
                                             int64_t, int64_t, float*);
 template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
                                           int64_t, int64_t, float*);
+
+template void dot_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t, int64_t,
+                                float*);
+template void weighted_sum_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t,
+                                         int64_t, float*);
 }  // namespace scalar
 
 // AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
@@ -157,6 +162,62 @@ void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const
                           int64_t scale_stride, int64_t nk, int64_t n, float* out) {
   weighted_sum_rows_q8_isa(active_isa(), p, V, stride, scale, scale_stride, nk, n, out);
 }
+
+template <typename E>
+void dot_rows_multi_isa(Isa isa, const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride,
+                        const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                        int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa))
+    return avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
+#endif
+  (void)isa;
+  for (int h = 0; h < nq; ++h)
+    scalar::dot_rows_t(Q + h * q_stride, K, stride, scale, scale_stride, nk, n, out + h * out_stride);
+}
+
+template <typename E>
+void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                                 const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                                 int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa))
+    return avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,
+                                           out_stride);
+#endif
+  (void)isa;
+  for (int h = 0; h < nq; ++h)
+    scalar::weighted_sum_rows_t(P + h * p_stride, V, stride, scale, scale_stride, nk, n, out + h * out_stride);
+}
+
+template <typename E>
+void dot_rows_multi(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                    int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  dot_rows_multi_isa(active_isa(), Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
+}
+
+template <typename E>
+void weighted_sum_rows_multi(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                             const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                             int64_t out_stride) {
+  weighted_sum_rows_multi_isa(active_isa(), P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,
+                              out_stride);
+}
+
+#define GEMMA_VEC_MULTI(E)                                                                                   \
+  template void dot_rows_multi_isa<E>(Isa, const float*, int64_t, int, const E*, int64_t, const float*,      \
+                                      int64_t, int64_t, int64_t, float*, int64_t);                           \
+  template void weighted_sum_rows_multi_isa<E>(Isa, const float*, int64_t, int, const E*, int64_t,           \
+                                               const float*, int64_t, int64_t, int64_t, float*, int64_t);    \
+  template void dot_rows_multi<E>(const float*, int64_t, int, const E*, int64_t, const float*, int64_t,      \
+                                  int64_t, int64_t, float*, int64_t);                                        \
+  template void weighted_sum_rows_multi<E>(const float*, int64_t, int, const E*, int64_t, const float*,      \
+                                           int64_t, int64_t, int64_t, float*, int64_t);
+GEMMA_VEC_MULTI(float)
+GEMMA_VEC_MULTI(uint16_t)
+GEMMA_VEC_MULTI(Half)
+GEMMA_VEC_MULTI(int8_t)
+#undef GEMMA_VEC_MULTI
 
 void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
 #if defined(GEMMA_HAVE_AVX2)

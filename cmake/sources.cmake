@@ -31,8 +31,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   set(_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_avx512.cpp)
   if(EXISTS ${_avx512})
     list(APPEND GEMMA_CORE_SOURCES ${_avx512})
+    # -Wno-*uninitialized: GCC 12 warns about undefined upper halves inside its own AVX-512 headers.
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
-      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized")
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized;-Wno-uninitialized")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX512)
   endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")

@@ -86,6 +86,15 @@ void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, fl
   }
 }
 
+void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, int8_t* q, float* d,
+                              int32_t* s) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) return avx2::quantize_activations(X, T, cols, q, d, s);
+#endif
+  (void)isa;
+  quantize_activations(X, T, cols, q, d, s);
+}
+
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
                 ThreadPool& pool) {
   MatmulRowsFn fn = kernel_for(isa);
@@ -108,7 +117,8 @@ void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* 
     float* d = dbuf.data();
     int32_t* sums = sbuf.data();
     const auto quantize_tokens = [&](int64_t t0, int64_t t1) {
-      quantize_activations(X + t0 * K, t1 - t0, K, q + t0 * nb * quant::kBlock, d + t0 * nb, sums + t0 * nb);
+      quantize_activations_isa(isa, X + t0 * K, t1 - t0, K, q + t0 * nb * quant::kBlock, d + t0 * nb,
+                               sums + t0 * nb);
     };
     if (T >= 16) {
       pool.parallel_for(T, 1, quantize_tokens);

@@ -52,7 +52,12 @@ struct QuantizedActs {
 };
 
 // Fills q/d/s for T rows of X (each `cols` floats); buffers sized T * nb * 32, T * nb, T * nb.
+// This is the reference; quantize_activations_isa runs the ISA's version (same bits, tested).
 void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+namespace avx2 {
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+}
 
 // Per-ISA kernel: rows [r0, r1) of the product. Implemented in matmul_<isa>.cpp. For Q8/Q4
 // weights `xq` holds X quantised (quantize_activations); for float weights it is null.

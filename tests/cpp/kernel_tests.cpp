@@ -4,6 +4,7 @@
 //
 // Built by CMake with GEMMA_BUILD_TESTS=ON (ctest runs it) and cross-built for aarch64 by
 // tests/cpp/run_neon_qemu.sh (runs under qemu-aarch64).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -309,6 +310,28 @@ static void test_vec_multi(std::mt19937& g) {
     }
 }
 
+// Activation quantisation: every ISA's version gives the reference's bits (the canonical
+// arithmetic of the int8/int4 kernels starts from these integers).
+static void test_quantize_activations(std::mt19937& g) {
+  for (int64_t K : {1, 31, 32, 33, 64, 100, 640, 2049})
+    for (int64_t T : {1, 3}) {
+      auto X = randn(g, size_t(T * K));
+      for (int64_t i = 0; i < T * K; i += 7) X[size_t(i)] *= 40.f;  // outliers
+      for (int64_t i = 0; i < std::min<int64_t>(32, T * K); ++i) X[size_t(i)] = i % 3 ? 0.f : -0.f;  // a zero block
+      if (T * K > 40) X[40] = -X[40];
+      const int64_t nb = quant::n_blocks(K);
+      std::vector<int8_t> q0(size_t(T * nb * 32), 99), q1(size_t(T * nb * 32), 98);
+      std::vector<float> d0(size_t(T * nb)), d1(size_t(T * nb));
+      std::vector<int32_t> s0(size_t(T * nb)), s1(size_t(T * nb));
+      quantize_activations(X.data(), T, K, q0.data(), d0.data(), s0.data());
+      for (Isa isa : available_isas()) {
+        quantize_activations_isa(isa, X.data(), T, K, q1.data(), d1.data(), s1.data());
+        CHECK(q0 == q1 && s0 == s1 && std::memcmp(d0.data(), d1.data(), d0.size() * 4) == 0,
+              "%s quantize_activations differs from the reference (K=%ld T=%ld)", isa_name(isa), long(K), long(T));
+      }
+    }
+}
+
 // GeGLU (tanh GELU): SIMD exp/tanh against std::tanh, over the range activations take.
 static void test_geglu(std::mt19937& g) {
   for (int64_t n : {1, 7, 8, 100, 1003}) {
@@ -336,6 +359,7 @@ int main() {
   test_vec(g);
   test_vec_typed(g);
   test_vec_multi(g);
+  test_quantize_activations(g);
   test_geglu(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);

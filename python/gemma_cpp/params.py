@@ -73,6 +73,8 @@ BOUNDS: dict[str, Bound] = {
     "top_p": Bound(float, lo=0.0, hi=1.0, lo_open=True),  # 1 = off
     "min_p": Bound(float, lo=0.0, hi=1.0, hi_open=True),  # 0 = off
     "repetition_penalty": Bound(float, lo=0.0, lo_open=True),  # 1 = off
+    "presence_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
+    "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
 }
 

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -58,11 +59,19 @@ ModelConfig config_from_dict(py::dict d) {
 
 // Test-only: a Python callable run at each interrupt check (between layers of a forward), so a
 // test can raise a signal from inside the prefill at a known point instead of racing a timer.
-// Owned reference, or null; set and read with the GIL held.
+// Owned reference, or null; set and read with the GIL held (g_hook_set is its lock-free shadow).
 PyObject* g_check_hook = nullptr;
+std::atomic<bool> g_hook_set{false};
 
-// Between layers of a long forward: let Python see Ctrl-C (only acts on the main thread).
+// The thread that imported the module, when that is Python's main thread: the only one that
+// ever sees Ctrl-C, so the only one for which a check is worth taking the GIL (from another
+// thread, waiting for the GIL at every check could cost a switch interval, 5 ms, each time).
+std::thread::id g_main_thread;
+bool g_main_known = false;
+
+// Between layers of a long forward and between tokens: let Python see Ctrl-C.
 void check_signals() {
+  if (g_main_known && std::this_thread::get_id() != g_main_thread && !g_hook_set.load()) return;
   py::gil_scoped_acquire gil;
   if (g_check_hook != nullptr) {
     PyObject* r = PyObject_CallNoArgs(g_check_hook);
@@ -88,6 +97,11 @@ py::array_t<float> copy_logits(const std::vector<float>& v) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gemma_cpp C++ core: Gemma forward pass, KV cache, kernels and samplers";
+  if (py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>() ==
+      PyThread_get_thread_ident()) {
+    g_main_thread = std::this_thread::get_id();
+    g_main_known = true;
+  }
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -297,6 +311,7 @@ PYBIND11_MODULE(_core, m) {
       [](py::object fn) {
         PyObject* old = g_check_hook;
         g_check_hook = fn.is_none() ? nullptr : fn.inc_ref().ptr();
+        g_hook_set.store(g_check_hook != nullptr);
         Py_XDECREF(old);
       },
       py::arg("fn"), "Test-only: call fn() at every Ctrl-C check inside a forward (None removes it).");

@@ -27,7 +27,7 @@ Generator::Generator(std::shared_ptr<const Model> model, int max_seq_len, int n_
     : session_(std::move(model), max_seq_len, n_threads, kv_dtype), sampler_(seed) {}
 
 Generator::Check Generator::with_interrupt(const Check& check) {
-  return [this, &check] {
+  return [this, check] {
     if (interrupt_.load(std::memory_order_relaxed)) throw InterruptRequested{};
     if (check) check();
   };
@@ -97,27 +97,37 @@ int Generator::start(const int32_t* prompt, int n, const SamplingParams& params,
     common = 0;
   }
   end_generation();
-  forward(prompt + common, n - common, nullptr, check);
   active_ = true;
   params_ = params;
   end_ids_ = std::move(end_ids);
   max_new_ = max_new_tokens;
   produced_ = 0;
   sampler_.reseed(seed);
-  reason_ = max_new_tokens == 0 ? StopReason::Length : StopReason::None;
+  try {
+    forward(prompt + common, n - common, nullptr, with_interrupt(check));
+  } catch (const InterruptRequested&) {  // the whole chunks already run stay in the cache
+    reason_ = StopReason::Interrupted;
+    return n - common;
+  } catch (...) {
+    active_ = false;
+    throw;
+  }
+  if (max_new_tokens == 0) reason_ = StopReason::Length;
   return n - common;
 }
 
 int Generator::next(int32_t* out, int k, const Check& check) {
   if (!active_) throw std::runtime_error("next: start a generation first");
-  const Check guarded = with_interrupt(check);
+  // The caller's check (Ctrl-C) runs between tokens; inside a token's forward, only interrupt()
+  // is looked at: a decode step is short, and the caller's check may need the GIL.
+  const Check between_tokens = with_interrupt(check), in_forward = with_interrupt({});
   int got = 0;
   while (got < k && reason_ == StopReason::None) {
     int32_t tok;
     try {
-      guarded();  // between tokens: Ctrl-C, interrupt()
+      between_tokens();
       if (pending_ >= 0) {
-        forward(&pending_, 1, nullptr, guarded);
+        forward(&pending_, 1, nullptr, in_forward);
         pending_ = -1;  // only once it is in the cache: an interrupted forward commits nothing
       }
       tok = sample(params_);

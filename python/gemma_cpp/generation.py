@@ -192,8 +192,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                     if cancel is not None and cancel.is_set():
                         p.stop_reason = "cancelled"
                         return
-                    if callable(mask):
-                        g.set_mask(mask(list(p.ids)))  # only when a mask function was given
+                    if callable(mask) and g.stop_reason is None:  # (not once the last token is out)
+                        g.set_mask(mask(list(p.ids)))
                     got = g.next(1)
                     if not got:
                         p.stop_reason = g.stop_reason

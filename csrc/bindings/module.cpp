@@ -6,12 +6,11 @@
 
 #include <atomic>
 #include <cstring>
-#include <mutex>
 #include <thread>
 
+#include "decode/generator.h"
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
-#include "decode/generator.h"
 #include "model/session.h"
 #include "quant/quant.h"
 

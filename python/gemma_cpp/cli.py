@@ -192,7 +192,7 @@ def _chat_prompt_ids(model, messages) -> list[int]:
 def _max_new(model, n_prompt: int, requested: int | None) -> int:
     room = model.max_seq_len - n_prompt
     if room <= 0:
-        from .model import ContextLengthError
+        from .params import ContextLengthError
 
         raise ContextLengthError(f"the prompt has {n_prompt} tokens and fills the context "
                                  f"({model.max_seq_len} tokens); use a larger --ctx or a shorter prompt")

@@ -22,17 +22,13 @@ import numpy as np
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
-from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, check, resolve_seed
+from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
 from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
 
 
 class BaseModelChatWarning(UserWarning):
     """A chat prompt was built for a base (pretrained) model, which is not trained to answer."""
-
-
-class ContextLengthError(ValueError):
-    """The prompt (plus the tokens to generate) does not fit the model's context."""
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .generation import Generation
-from .model import ContextLengthError
-from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidRequestError, check,
-                     resolve_seed)
+from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, ContextLengthError, InvalidRequestError,
+                     check, resolve_seed)
 from .tokenizer import ChatTemplateError
 
 

@@ -41,6 +41,10 @@ class InvalidRequestError(ValueError):
         self.code = code
 
 
+class ContextLengthError(ValueError):
+    """The prompt (plus the tokens to generate) does not fit the model's context."""
+
+
 class InvalidParameterType(InvalidRequestError, TypeError):
     """A parameter of the wrong type (also a TypeError, as Python callers expect)."""
 
@@ -127,5 +131,5 @@ def resolve_seed(seed: int | None) -> int:
     return random.getrandbits(64) if seed is None else seed
 
 
-__all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "InvalidRequestError", "InvalidParameterType",
+__all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "InvalidRequestError", "InvalidParameterType", "ContextLengthError",
            "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS", "OPENAI_NAMES", "CLI_NAMES"]

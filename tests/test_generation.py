@@ -88,6 +88,15 @@ def test_interrupt_between_tokens(model):
     assert model.generate(PROMPT, max_new_tokens=3, ignore_eos=True) == gen.ids  # usable, same tokens
 
 
+def test_interrupt_names_its_own_generation(model):
+    first = run(model, ignore_eos=True)
+    first.interrupt()  # too late: it has ended, and must not stop the next generation
+    assert run(model, ignore_eos=True).stop_reason == "length"
+    early = Generation(model, PROMPT, max_tokens=5, text=False)
+    early.interrupt()  # before it started: it never runs
+    assert (list(early), early.stop_reason, early.prefilled_tokens) == ([], "interrupted", 0)
+
+
 @pytest.fixture(scope="module")
 def slow_model(make_gcpp):
     spec = dict(family=1, num_hidden_layers=12, hidden_size=256, intermediate_size=512, num_attention_heads=4,

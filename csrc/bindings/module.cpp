@@ -184,7 +184,9 @@ PYBIND11_MODULE(_core, m) {
         if (g.stop_reason() == StopReason::None) return py::none();
         return py::str(stop_reason_name(g.stop_reason()));
       })
-      .def("interrupt", &Generator::interrupt, "Thread-safe: stop the running generation at its next check.")
+      .def_property_readonly("generation_id", &Generator::generation_id)
+      .def("interrupt", &Generator::interrupt, py::arg("generation_id"),
+           "Thread-safe: stop generation `generation_id` (running or next) at its next check.")
       .def(
           "set_mask",
           [](Generator& g, py::object mask) {

@@ -28,7 +28,7 @@ Generator::Generator(std::shared_ptr<const Model> model, int max_seq_len, int n_
 
 Generator::Check Generator::with_interrupt(const Check& check) {
   return [this, check] {
-    if (interrupt_.load(std::memory_order_relaxed)) throw InterruptRequested{};
+    if (interrupt_.load(std::memory_order_relaxed) == generation_) throw InterruptRequested{};
     if (check) check();
   };
 }
@@ -83,7 +83,7 @@ int Generator::start(const int32_t* prompt, int n, const SamplingParams& params,
   params.validate();
   if (n <= 0) throw std::invalid_argument("generate: empty prompt (give at least one token id)");
   if (max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
-  interrupt_.store(false, std::memory_order_relaxed);
+  ++generation_;
   // The longest cached prefix, leaving at least the last prompt token to run (its logits are
   // the first token's); fall back to a fresh start where the cache cannot be cut back there.
   const auto& cached = session_.tokens();

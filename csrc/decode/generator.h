@@ -49,9 +49,13 @@ class Generator {
   // generation ended: stop_reason() says why.
   int next(int32_t* out, int k, const Check& check);
   StopReason stop_reason() const { return reason_; }
-  // Thread-safe: the running next() stops at its next check (between layers or tokens) with
-  // StopReason::Interrupted; the cache stays consistent (a half-run token is not committed).
-  void interrupt() { interrupt_.store(true, std::memory_order_relaxed); }
+  // Each start() begins generation number generation_id() + 1 (a count, from 1).
+  uint64_t generation_id() const { return generation_; }
+  // Thread-safe: generation `id` (running, or the next one to start) stops at its next check
+  // (between layers or tokens) with StopReason::Interrupted; the cache stays consistent (a
+  // half-run token is not committed). Naming the generation keeps a late call from stopping
+  // a later generation on the same Generator.
+  void interrupt(uint64_t id) { interrupt_.store(id, std::memory_order_relaxed); }
   // The allowed-token mask for the following steps (see TokenMask), until replaced or cleared.
   void set_mask(const uint32_t* words, size_t n_words) { mask_.set(words, n_words, vocab()); }
   void clear_mask() { mask_.clear(); }
@@ -89,7 +93,8 @@ class Generator {
   int max_new_ = 0, produced_ = 0;
   int32_t pending_ = -1;  // returned, not yet run through the model
   StopReason reason_ = StopReason::None;
-  std::atomic<bool> interrupt_{false};
+  uint64_t generation_ = 0;            // written by the generating thread only
+  std::atomic<uint64_t> interrupt_{0};  // the id of the generation to interrupt (0: none)
 };
 
 }  // namespace gemma

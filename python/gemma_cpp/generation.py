@@ -80,13 +80,16 @@ def stop_strings(stop: Sequence[str] | str | None) -> list[str]:
 class _Progress:
     """What a running generation has produced so far, and why it ended."""
 
-    __slots__ = ("ids", "text_parts", "stop_reason", "prefilled", "t_start", "t_first", "t_end")
+    __slots__ = ("ids", "text_parts", "stop_reason", "prefilled", "generation_id", "interrupted", "t_start",
+                 "t_first", "t_end")
 
     def __init__(self):
         self.ids: list[int] = []
         self.text_parts: list[str] = []
         self.stop_reason: str | None = None
         self.prefilled = 0  # prompt tokens run through the model (the rest came from the cache)
+        self.generation_id: int | None = None  # the C++ Generator's number for this generation
+        self.interrupted = False
         self.t_start = self.t_first = self.t_end = None
 
 
@@ -166,8 +169,12 @@ class Generation:
         self._iter.close()
 
     def interrupt(self) -> None:
-        """Stop at the next check inside the C++ loop (thread-safe): stop_reason "interrupted"."""
-        self.model._session.interrupt()
+        """Stop at the next check inside the C++ loop, even inside a long prefill (thread-safe;
+        stop_reason "interrupted"). Does nothing once this generation has ended."""
+        p = self._p
+        p.interrupted = True
+        if p.generation_id is not None:
+            self.model._session.interrupt(p.generation_id)
 
     def run(self) -> str:
         """Generate to the end; returns the text."""
@@ -186,6 +193,10 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
     try:
         with model._lock.hold():
             g = model._session
+            p.generation_id = g.generation_id + 1  # what start() will run: interrupt() can name it
+            if p.interrupted:  # before it could be named
+                p.stop_reason = "interrupted"
+                return
             p.prefilled = g.start(prompt_ids, params, max_tokens, end_ids, seed)
             try:
                 if mask is not None and not callable(mask):

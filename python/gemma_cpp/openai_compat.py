@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from .generation import Generation
 from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, ContextLengthError, InvalidRequestError,
-                     check, resolve_seed)
+                     check, json_type_name, resolve_seed)
 from .tokenizer import ChatTemplateError
 
 
@@ -84,17 +84,12 @@ def _number(params, name, default, canonical=None):
     return check(canonical or name, v, shown=name)
 
 
-def _jtype(v) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
-            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
-
-
 def _bool(params, name, default=False) -> bool:
     v = params.get(name)
     if v is None:
         return default
     if not isinstance(v, bool):
-        raise InvalidRequestError(f"'{name}' must be a boolean, got {_jtype(v)}", name)
+        raise InvalidRequestError(f"'{name}' must be a boolean, got {json_type_name(v)}", name)
     return v
 
 
@@ -203,7 +198,7 @@ def _message_text(m: dict, i: int) -> str:
         parts = []
         for p in content:
             if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
-                kind = p.get("type") if isinstance(p, dict) else _jtype(p)
+                kind = p.get("type") if isinstance(p, dict) else json_type_name(p)
                 raise InvalidRequestError(f"messages[{i}].content: only text parts are supported, got {kind!r}",
                                           f"messages[{i}].content")
             parts.append(p["text"])

@@ -133,4 +133,5 @@ def resolve_seed(seed: int | None) -> int:
 
 
 __all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
-           "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS", "OPENAI_NAMES", "CLI_NAMES"]
+           "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
+           "OPENAI_NAMES", "CLI_NAMES"]

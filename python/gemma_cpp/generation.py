@@ -30,8 +30,8 @@ from .params import InvalidParameterType, check, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder
 
 # Why a generation ended (Generation.stop_reason): the C++ StopReason names, plus "stop" (a stop
-# string) and "cancelled" (the `cancel` event, a closed stream, or an exception).
-# OpenAI's finish_reason folds them into three.
+# string) and "cancelled" (the `cancel` event); None when the stream was closed early or raised.
+# OpenAI's finish_reason folds them into three ("cancelled" for None too).
 FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length",
                  "interrupted": "cancelled", "cancelled": "cancelled"}
 

@@ -13,7 +13,9 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/../csrc/sample/sampler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/sampler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/logits_processors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/generator.cpp
 )
 
 # ISA-specific translation units: compiled only for the architecture they target.

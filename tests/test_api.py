@@ -166,9 +166,10 @@ def test_chat_reuses_kv_cache(model):
         def __getattr__(self, name):
             return getattr(real, name)
 
-        def eval(self, ids, all_logits=False):
-            calls.append(len(ids))
-            return real.eval(ids, all_logits)
+        def start(self, ids, *args):
+            n = real.start(ids, *args)  # the prompt tokens it ran through the model
+            calls.append(n)
+            return n
 
     msgs = [{"role": "user", "content": "Hello there"}]
     fresh = model.clone()

@@ -64,6 +64,9 @@ BAD = [
     ("repetition_penalty", 0, "--repetition-penalty", "repeat_penalty", "must be > 0, got 0.0"),
     ("seed", -1, "--seed", "seed", "seed must be in [0, 18446744073709551616), got -1"),
     ("max_new_tokens", -1, "-n", "max_tokens", "must be >= 0, got -1"),
+    ("presence_penalty", 3, "--presence-penalty", "presence_penalty", "presence_penalty must be in [-2, 2], got 3.0"),
+    ("frequency_penalty", -2.5, "--frequency-penalty", "frequency_penalty",
+     "frequency_penalty must be in [-2, 2], got -2.5"),
 ]
 
 

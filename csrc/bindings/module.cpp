@@ -4,15 +4,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstring>
-#include <mutex>
 #include <thread>
 
+#include "decode/generator.h"
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
 #include "model/session.h"
 #include "quant/quant.h"
-#include "sample/sampler.h"
 
 namespace py = pybind11;
 using namespace gemma;
@@ -58,11 +58,19 @@ ModelConfig config_from_dict(py::dict d) {
 
 // Test-only: a Python callable run at each interrupt check (between layers of a forward), so a
 // test can raise a signal from inside the prefill at a known point instead of racing a timer.
-// Owned reference, or null; set and read with the GIL held.
+// Owned reference, or null; set and read with the GIL held (g_hook_set is its lock-free shadow).
 PyObject* g_check_hook = nullptr;
+std::atomic<bool> g_hook_set{false};
 
-// Between layers of a long forward: let Python see Ctrl-C (only acts on the main thread).
+// The thread that imported the module, when that is Python's main thread: the only one that
+// ever sees Ctrl-C, so the only one for which a check is worth taking the GIL (from another
+// thread, waiting for the GIL at every check could cost a switch interval, 5 ms, each time).
+std::thread::id g_main_thread;
+bool g_main_known = false;
+
+// Between layers of a long forward and between tokens: let Python see Ctrl-C.
 void check_signals() {
+  if (g_main_known && std::this_thread::get_id() != g_main_thread && !g_hook_set.load()) return;
   py::gil_scoped_acquire gil;
   if (g_check_hook != nullptr) {
     PyObject* r = PyObject_CallNoArgs(g_check_hook);
@@ -77,88 +85,22 @@ int default_threads() {
   return n ? int(n) : 1;
 }
 
-// A session with its sampler and the logits of the last evaluated position.
-class PySession {
- public:
-  PySession(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed, KvDType kv)
-      : session_(std::move(model), max_seq_len, n_threads, kv), sampler_(seed) {}
-
-  // Runs tokens through the model. Returns [n, vocab] logits if all_logits, else None
-  // (the last position's logits are kept for sample()).
-  py::object eval(std::vector<int32_t> tokens, bool all_logits) {
-    const int vocab = session_.model().config().vocab_size;
-    if (tokens.empty()) throw std::invalid_argument("eval: empty token list");
-    if (all_logits) {
-      py::array_t<float> out({py::ssize_t(tokens.size()), py::ssize_t(vocab)});
-      float* dst = out.mutable_data();
-      {
-        py::gil_scoped_release nogil;
-        session_.forward(tokens.data(), int(tokens.size()), dst, true, check_signals);
-        last_.resize(size_t(vocab));
-        std::memcpy(last_.data(), dst + (tokens.size() - 1) * size_t(vocab), size_t(vocab) * 4);
-        has_last_ = true;
-      }
-      return std::move(out);
-    }
-    {
-      py::gil_scoped_release nogil;
-      last_.resize(size_t(vocab));
-      session_.forward(tokens.data(), int(tokens.size()), last_.data(), false, check_signals);
-      has_last_ = true;
-    }
-    return py::none();
-  }
-
-  int32_t sample(const SamplingParams& p) {
-    if (!has_last_) throw std::runtime_error("sample: no logits yet; eval a prompt first");
-    p.validate();
-    py::gil_scoped_release nogil;
-    work_ = last_;
-    const auto& hist = session_.tokens();
-    return sampler_.sample(work_.data(), int(work_.size()), p, hist.data(), int(hist.size()));
-  }
-
-  // Decode step: feed one token, sample the next. One call per generated token.
-  int32_t step(int32_t token, const SamplingParams& p) {
-    p.validate();
-    py::gil_scoped_release nogil;
-    last_.resize(size_t(session_.model().config().vocab_size));
-    session_.forward(&token, 1, last_.data(), false);
-    has_last_ = true;
-    work_ = last_;
-    const auto& hist = session_.tokens();
-    return sampler_.sample(work_.data(), int(work_.size()), p, hist.data(), int(hist.size()));
-  }
-
-  py::array_t<float> last_logits() const {
-    if (!has_last_) throw std::runtime_error("no logits yet; eval a prompt first");
-    py::array_t<float> out(py::ssize_t(last_.size()));
-    std::memcpy(out.mutable_data(), last_.data(), last_.size() * 4);
-    return out;
-  }
-
-  Session& session() { return session_; }
-  void seed(uint64_t s) { sampler_.reseed(s); }
-  void reset() {
-    session_.reset();
-    has_last_ = false;
-  }
-  void truncate(int n) {
-    session_.truncate(n);
-    has_last_ = false;
-  }
-
- private:
-  Session session_;
-  Sampler sampler_;
-  std::vector<float> last_, work_;
-  bool has_last_ = false;
-};
+// A float32 numpy copy of a logits vector.
+py::array_t<float> copy_logits(const std::vector<float>& v) {
+  py::array_t<float> out(py::ssize_t(v.size()));
+  std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+  return out;
+}
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gemma_cpp C++ core: Gemma forward pass, KV cache, kernels and samplers";
+  if (py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>() ==
+      PyThread_get_thread_ident()) {
+    g_main_thread = std::this_thread::get_id();
+    g_main_known = true;
+  }
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -169,18 +111,22 @@ PYBIND11_MODULE(_core, m) {
   });
 
   py::class_<SamplingParams>(m, "SamplingParams")
-      .def(py::init([](float temperature, int top_k, float top_p, float min_p, float rep) {
+      .def(py::init([](float temperature, int top_k, float top_p, float min_p, float rep, float presence,
+                       float frequency) {
              SamplingParams p;
              p.temperature = temperature;
              p.top_k = top_k;
              p.top_p = top_p;
              p.min_p = min_p;
              p.repetition_penalty = rep;
+             p.presence_penalty = presence;
+             p.frequency_penalty = frequency;
              p.validate();
              return p;
            }),
            py::arg("temperature") = 0.f, py::arg("top_k") = 0, py::arg("top_p") = 1.f,
-           py::arg("min_p") = 0.f, py::arg("repetition_penalty") = 1.f);
+           py::arg("min_p") = 0.f, py::arg("repetition_penalty") = 1.f, py::arg("presence_penalty") = 0.f,
+           py::arg("frequency_penalty") = 0.f);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "ModelCore")
       .def(py::init([](const std::string& path, py::dict config, py::list tensors) {
@@ -203,29 +149,90 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight_bytes", &Model::weight_bytes)
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
-  py::class_<PySession>(m, "Session")
+  py::class_<Generator>(m, "Generator", "A session (KV cache) and the decode loop over it: see decode/generator.h")
       .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed,
                        const std::string& kv_dtype) {
-             return new PySession(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
+             return new Generator(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
                                   kv_dtype_from_name(kv_dtype));
            }),
            py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("seed") = 0,
            py::arg("kv_dtype") = "f32")
-      .def_property_readonly("kv_dtype", [](PySession& s) { return std::string(kv_dtype_name(s.session().kv_cache().dtype())); })
-      .def_property_readonly("kv_bytes_per_token", [](PySession& s) { return s.session().kv_cache().bytes_per_position(); })
-      .def("eval", &PySession::eval, py::arg("tokens"), py::arg("all_logits") = false)
-      .def("sample", &PySession::sample, py::arg("params"))
-      .def("step", &PySession::step, py::arg("token"), py::arg("params"))
-      .def("last_logits", &PySession::last_logits)
-      .def("seed", &PySession::seed)
-      .def("reset", &PySession::reset)
-      .def("truncate", &PySession::truncate)
-      .def("can_truncate", [](PySession& s, int n) { return s.session().can_truncate(n); })
-      .def_property_readonly("n_past", [](PySession& s) { return s.session().n_past(); })
-      .def_property_readonly("tokens", [](PySession& s) { return s.session().tokens(); })
-      .def_property_readonly("max_seq_len", [](PySession& s) { return s.session().max_seq_len(); })
-      .def_property("n_threads", [](PySession& s) { return s.session().n_threads(); },
-                    [](PySession& s, int n) { s.session().set_n_threads(n); });
+      .def(
+          "start",
+          [](Generator& g, std::vector<int32_t> prompt, const SamplingParams& p, int max_new_tokens,
+             std::vector<int32_t> end_ids, uint64_t seed) {
+            py::gil_scoped_release nogil;
+            return g.start(prompt.data(), int(prompt.size()), p, max_new_tokens, std::move(end_ids), seed,
+                           check_signals);
+          },
+          py::arg("prompt"), py::arg("params"), py::arg("max_new_tokens"), py::arg("end_ids"), py::arg("seed"),
+          "Prefill `prompt` (reusing the cached prefix) and arm a generation; returns the tokens run.")
+      .def(
+          "next",
+          [](Generator& g, int k) {
+            std::vector<int32_t> out(size_t(std::max(k, 0)));
+            int n;
+            {
+              py::gil_scoped_release nogil;
+              n = g.next(out.data(), int(out.size()), check_signals);
+            }
+            out.resize(size_t(n));
+            return out;
+          },
+          py::arg("k") = 1, "Up to k new token ids; fewer once the generation ended (see stop_reason).")
+      .def_property_readonly("stop_reason", [](const Generator& g) -> py::object {
+        if (g.stop_reason() == StopReason::None) return py::none();
+        return py::str(stop_reason_name(g.stop_reason()));
+      })
+      .def_property_readonly("generation_id", &Generator::generation_id)
+      .def("interrupt", &Generator::interrupt, py::arg("generation_id"),
+           "Thread-safe: stop generation `generation_id` (running or next) at its next check.")
+      .def(
+          "set_mask",
+          [](Generator& g, py::object mask) {
+            if (mask.is_none()) return g.clear_mask();
+            auto a = mask.cast<py::array_t<uint32_t, py::array::c_style | py::array::forcecast>>();
+            g.set_mask(a.data(), size_t(a.size()));
+          },
+          py::arg("mask"), "Allowed next tokens: uint32 words, bit i set = id i allowed (None clears).")
+      .def_property_readonly("kv_dtype", [](Generator& g) { return std::string(kv_dtype_name(g.session().kv_cache().dtype())); })
+      .def_property_readonly("kv_bytes_per_token", [](Generator& g) { return g.session().kv_cache().bytes_per_position(); })
+      .def(
+          "eval",
+          [](Generator& g, std::vector<int32_t> tokens, bool all_logits) -> py::object {
+            if (!all_logits) {
+              py::gil_scoped_release nogil;
+              g.eval(tokens.data(), int(tokens.size()), nullptr, check_signals);
+              return py::none();
+            }
+            py::array_t<float> out({py::ssize_t(tokens.size()), py::ssize_t(g.vocab())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              g.eval(tokens.data(), int(tokens.size()), dst, check_signals);
+            }
+            return std::move(out);
+          },
+          py::arg("tokens"), py::arg("all_logits") = false,
+          "Run tokens at the end of the session: [n, vocab] logits if all_logits, else None.")
+      .def("last_logits", [](const Generator& g) { return copy_logits(g.last_logits()); })
+      .def("sample", [](Generator& g, const SamplingParams& p) {
+        py::gil_scoped_release nogil;
+        return g.sample(p);
+      }, py::arg("params"))
+      .def("step", [](Generator& g, int32_t token, const SamplingParams& p) {
+        py::gil_scoped_release nogil;
+        return g.step(token, p, check_signals);
+      }, py::arg("token"), py::arg("params"))
+      .def("seed", &Generator::reseed)
+      .def("reset", &Generator::reset)
+      .def("truncate", &Generator::truncate)
+      .def("can_truncate", [](Generator& g, int n) { return g.session().can_truncate(n); })
+      .def_property_readonly("n_past", [](Generator& g) { return g.session().n_past(); })
+      .def_property_readonly("tokens", [](Generator& g) { return g.session().tokens(); })
+      .def_property_readonly("max_seq_len", [](Generator& g) { return g.session().max_seq_len(); })
+      .def_property("n_threads", [](Generator& g) { return g.session().n_threads(); },
+                    [](Generator& g, int n) { g.session().set_n_threads(n); });
 
   m.def("row_bytes", [](const std::string& dtype, int64_t cols) {
     return quant::row_bytes(dtype_from_name(dtype), cols);
@@ -305,6 +312,7 @@ PYBIND11_MODULE(_core, m) {
       [](py::object fn) {
         PyObject* old = g_check_hook;
         g_check_hook = fn.is_none() ? nullptr : fn.inc_ref().ptr();
+        g_hook_set.store(g_check_hook != nullptr);
         Py_XDECREF(old);
       },
       py::arg("fn"), "Test-only: call fn() at every Ctrl-C check inside a forward (None removes it).");

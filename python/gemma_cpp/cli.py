@@ -181,19 +181,18 @@ class _Out:
 
 def _gen_kwargs(args) -> dict[str, Any]:
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repetition_penalty=args.repetition_penalty)
+                repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                frequency_penalty=args.frequency_penalty)
 
 
 def _chat_prompt_ids(model, messages) -> list[int]:
-    from .openai_compat import render_chat
-
-    return model.tokenize(render_chat(model, messages), add_bos=False)
+    return model.tokenize(model.apply_chat_template(messages), add_bos=False)
 
 
 def _max_new(model, n_prompt: int, requested: int | None) -> int:
     room = model.max_seq_len - n_prompt
     if room <= 0:
-        from .model import ContextLengthError
+        from .params import ContextLengthError
 
         raise ContextLengthError(f"the prompt has {n_prompt} tokens and fills the context "
                                  f"({model.max_seq_len} tokens); use a larger --ctx or a shorter prompt")
@@ -202,7 +201,7 @@ def _max_new(model, n_prompt: int, requested: int | None) -> int:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args, parser) -> int:
-    from .openai_compat import TextGeneration
+    from .generation import Generation
 
     pos = args.positionals
     if len(pos) > 2:
@@ -229,7 +228,7 @@ def cmd_run(args, parser) -> int:
     if not ids:
         parser.error("empty prompt")
     n = _max_new(model, len(ids), args.max_new_tokens)
-    gen = TextGeneration(model, ids, max_tokens=n, seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
+    gen = Generation(model, ids, max_tokens=n, seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
                          **_gen_kwargs(args))
     out = _Out()
     try:
@@ -279,7 +278,7 @@ _CHAT_HELP = "commands: /reset (forget the conversation), /exit (quit), /help; C
 
 
 def cmd_chat(args, parser) -> int:
-    from .openai_compat import TextGeneration
+    from .generation import Generation
 
     model = _open_model(args.model if args.model else _default_model(), args)
     model.warn_if_base_model()  # before the first prompt, not in the middle of the first answer
@@ -329,7 +328,7 @@ def cmd_chat(args, parser) -> int:
             messages.pop()
             continue
         turn += 1
-        gen = TextGeneration(model, ids, max_tokens=_max_new(model, len(ids), args.max_new_tokens),
+        gen = Generation(model, ids, max_tokens=_max_new(model, len(ids), args.max_new_tokens),
                              seed=None if args.seed is None else (args.seed + turn) % (1 << 64),
                              stop=args.stop, **_gen_kwargs(args))
         try:
@@ -641,6 +640,10 @@ def _add_sampling(p) -> None:
     g.add_argument("--min-p", type=_param("min_p"), default=0.0, help="drop tokens below min_p * p_max, in [0, 1)")
     g.add_argument("--repetition-penalty", "--repeat-penalty", type=_param("repetition_penalty"), default=1.0,
                    help="penalise tokens already seen (1 = off)")
+    g.add_argument("--presence-penalty", type=_param("presence_penalty"), default=0.0,
+                   help="subtract from the logit of every token generated so far, in [-2, 2] (0 = off)")
+    g.add_argument("--frequency-penalty", type=_param("frequency_penalty"), default=0.0,
+                   help="subtract this times its count from a generated token's logit, in [-2, 2] (0 = off)")
     g.add_argument("-s", "--seed", type=_param("seed"), default=None,
                    help="sampling seed: the same seed gives the same text (default: a fresh random seed)")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT", type=_unescape,

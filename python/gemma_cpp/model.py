@@ -15,23 +15,20 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
-from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, InvalidParameterType, check, resolve_seed
-from .tokenizer import StopMatcher, StreamDecoder, Tokenizer
+from .generation import Generation, TokenMask, stop_strings
+from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
+from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
 
 
 class BaseModelChatWarning(UserWarning):
     """A chat prompt was built for a base (pretrained) model, which is not trained to answer."""
-
-
-class ContextLengthError(ValueError):
-    """The prompt (plus the tokens to generate) does not fit the model's context."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,6 @@ class ModelConfig:
                 f"heads={self.n_heads}/{self.n_kv_heads}x{self.head_dim}, ffn={self.ffn_dim}, "
                 f"vocab={self.vocab_size}, ctx={self.max_position}, weights={self.weight_dtype}, "
                 f"isa={self.isa})")
-
-
-def _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty) -> Any:
-    """The C++ SamplingParams, each value checked against the one table in params.py."""
-    def get(name, v, default):
-        return check(name, default if v is None else v)
-
-    return _core.SamplingParams(
-        temperature=get("temperature", temperature, 0.0), top_k=get("top_k", top_k, 0),
-        top_p=get("top_p", top_p, 1.0), min_p=get("min_p", min_p, 0.0),
-        repetition_penalty=get("repetition_penalty", repetition_penalty, 1.0))
 
 
 class _CallGuard:
@@ -147,8 +133,9 @@ class Model:
         self._seed = None if seed is None else check("seed", seed)
         if kv_dtype not in KV_DTYPES:
             raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
-        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed),
-                                      kv_dtype)
+        # The C++ Generator: this Model's KV cache (a Session) and the decode loop over it.
+        self._session = _core.Generator(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed),
+                                        kv_dtype)
         self._lock = _CallGuard()
         self._warned_base_chat = False
         weight_dtypes = sorted({t["dtype"] for t in self._header.tensors if len(t["shape"]) == 2})
@@ -178,7 +165,7 @@ class Model:
         """What kv_bytes_per_token would be with another KV element type."""
         if kv_dtype not in KV_DTYPES:
             raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
-        return _core.Session(self._core, 1, 1, 0, kv_dtype).kv_bytes_per_token
+        return _core.Generator(self._core, 1, 1, 0, kv_dtype).kv_bytes_per_token
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -273,10 +260,10 @@ class Model:
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = DEFAULT_MAX_TOKENS,
-                 temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
-                 ignore_eos: bool = False, add_bos: bool = True):
+                 ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None):
         """Continue `prompt`.
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -284,89 +271,33 @@ class Model:
         A list of token ids is used as-is and the result is the list of generated ids (or an
         iterator of ids). Generation ends at max_new_tokens, an EOS or <end_of_turn> token
         (unless ignore_eos), a `stop` string (not included in the text), or the context end.
+        The stream is a `gemma_cpp.generation.Generation`: its `stop_reason` says which.
 
-        Sampling (temperature > 0), in this order: repetition_penalty, temperature, top_k,
-        top_p, min_p, then a draw from a generator seeded with `seed`. An explicit seed (here or
-        the Model's) gives the same output for the same call; no seed draws a fresh random one
-        per call. temperature=0 is greedy and ignores the seed. Parameter bounds: params.py.
+        Sampling, in this order: repetition_penalty (prompt and generated tokens), presence_penalty
+        and frequency_penalty (generated tokens only, as OpenAI's), token_mask, then with
+        temperature > 0: temperature, top_k, top_p, min_p and a draw from a generator seeded with
+        `seed`. An explicit seed (here or the Model's) gives the same output for the same call; no
+        seed draws a fresh random one per call. temperature=0 is greedy and ignores the seed.
+        token_mask: the allowed next ids, a bitmask (generation.token_mask(ids, vocab)) or a
+        function of the ids generated so far returning one (or None) before each step.
+        Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
-        if seed is not None:
-            seed = check("seed", seed)
-        params = _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty)
-        if isinstance(stop, str):
-            stop = [stop]
-        if stop is not None and not all(isinstance(s, str) for s in stop):
-            raise InvalidParameterType("stop must be a string or a list of strings", "stop")
+        stop = stop_strings(stop)
         if stop and not as_text:
             raise ValueError("stop strings apply to text prompts; with token ids, check the ids yourself")
-        if as_text:
-            ids = self.tokenize(prompt, add_bos=add_bos)
-        else:
-            ids = self._check_ids(prompt)
+        ids = self.tokenize(prompt, add_bos=add_bos) if as_text else self._check_ids(prompt)
         if not ids:
             raise ValueError("generate: empty prompt (give text or at least one token id)")
-        self._check_fits(len(ids), max_new_tokens)
-        it = self._generate_ids(ids, max_new_tokens, params, seed, ignore_eos)
-        if as_text:
-            it = self._texts(it, ids, stop)
+        gen = Generation(self, ids, max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                         frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
+                         token_mask=token_mask, text=as_text)
         if stream:
-            return it
-        out = list(it)
+            return gen
+        out = list(gen)
         return "".join(out) if as_text else out
-
-    def _generate_ids(self, ids: list[int], max_new_tokens: int, params, seed, ignore_eos) -> Iterator[int]:
-        stop_ids = set() if ignore_eos else self.tokenizer.stop_ids
-        with self._lock.hold():
-            s = self._session
-            s.seed(resolve_seed(self._seed if seed is None else seed))
-            self._prefill(ids)
-            if max_new_tokens == 0:
-                return
-            tok = s.sample(params)
-            for i in range(max_new_tokens):
-                if tok in stop_ids:
-                    return
-                yield tok
-                if i + 1 == max_new_tokens or s.n_past >= s.max_seq_len:
-                    return
-                tok = s.step(tok, params)
-
-    def _prefill(self, ids: list[int]) -> None:
-        """Bring the session to hold exactly `ids`, reusing the longest cached prefix."""
-        s = self._session
-        cached = s.tokens
-        common = 0
-        limit = min(len(cached), len(ids) - 1)  # always evaluate at least the last prompt token
-        while common < limit and cached[common] == ids[common]:
-            common += 1
-        if common > 0 and s.can_truncate(common):
-            s.truncate(common)
-        else:
-            s.reset()
-            common = 0
-        s.eval(ids[common:])
-
-    def _texts(self, token_iter: Iterator[int], prompt_ids: list[int], stop) -> Iterator[str]:
-        dec = StreamDecoder(self.tokenizer, prompt_ids)
-        matcher = StopMatcher(stop)
-        try:
-            for tok in token_iter:
-                piece, hit = matcher.feed(dec.push(tok))
-                if piece:
-                    yield piece
-                if hit:
-                    return
-            piece, hit = matcher.feed(dec.flush())
-            if piece:
-                yield piece
-            if not hit:
-                rest = matcher.finish()
-                if rest:
-                    yield rest
-        finally:
-            token_iter.close()
 
     def chat(self, messages: Sequence[dict[str, str]], **generate_kwargs):
         """Answer the last user message of `messages` (dicts with 'role' and 'content').
@@ -379,12 +310,9 @@ class Model:
         ids = self.tokenize(prompt, add_bos=False)  # the template writes <bos> itself
         generate_kwargs.pop("add_bos", None)
         stream = generate_kwargs.pop("stream", False)
-        stop = generate_kwargs.pop("stop", None)
-        if stop is not None and not isinstance(stop, str) and not all(isinstance(x, str) for x in stop):
-            raise InvalidParameterType("stop must be a string or a list of strings", "stop")
-        out_ids = self.generate(ids, stream=True, **generate_kwargs)
-        it = self._texts(out_ids, ids, [stop] if isinstance(stop, str) else stop)
-        return it if stream else "".join(it)
+        generate_kwargs["max_tokens"] = generate_kwargs.pop("max_new_tokens", DEFAULT_MAX_TOKENS)
+        gen = Generation(self, ids, **generate_kwargs)
+        return gen if stream else gen.run()
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The chat prompt text. A leading system message goes into the first user turn, for every

@@ -10,10 +10,12 @@
 The same code serves the HTTP server (`gemma_cpp.server`), so the Python results and the
 server's JSON have one shape: OpenAI's `text_completion` / `chat.completion` objects (and
 `chat.completion.chunk` objects when streaming), with `usage` and a `finish_reason` of
-"stop" (EOS, <end_of_turn> or a stop string) or "length" (max_tokens or the context end).
+"stop" (EOS, <end_of_turn> or a stop string) or "length" (max_tokens or the context end), as the
+C++ Generator reported it (generation.py).
 
 Defaults follow OpenAI's API, not `Model.generate`: temperature 1.0, top_p 1.0, and a fresh
 random seed for each call unless `seed` is given (pass temperature=0 for greedy output).
+presence_penalty and frequency_penalty are OpenAI's (in [-2, 2], over the generated tokens).
 Extensions beyond OpenAI's parameters, named as llama.cpp names them: top_k, min_p,
 repeat_penalty (or repetition_penalty), ignore_eos.
 """
@@ -25,129 +27,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-from .model import ContextLengthError
-from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidParameterType,
-                     InvalidRequestError, check, resolve_seed)
-from .tokenizer import ChatTemplateError, StopMatcher, StreamDecoder
-
-
-# ---------------------------------------------------------------------------- generation core
-class _Progress:
-    """What a running generation has produced so far (kept apart from TextGeneration so that the
-    generator running it does not refer back to its TextGeneration: dropping one then frees the
-    Model at once, without waiting for the garbage collector to break a cycle)."""
-
-    __slots__ = ("completion_tokens", "finish_reason", "text_parts", "t_start", "t_first", "t_end")
-
-    def __init__(self):
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.text_parts: list[str] = []
-        self.t_start = self.t_first = self.t_end = None
+from .generation import Generation
+from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, ContextLengthError, InvalidRequestError,
+                     check, json_type_name, resolve_seed)
+from .tokenizer import ChatTemplateError
 
 
-class TextGeneration:
-    """Generates text from prompt token ids, counting tokens and recording why it ended.
-
-    Iterate it for text pieces (which join to the whole text); afterwards `finish_reason`
-    ("stop" or "length", or "cancelled" when `cancel` was set), `completion_tokens` and the
-    timings are filled in. Iterate and close it in one thread: the Model's lock is held
-    while it runs. `close()` (or dropping it) stops it early and frees the model.
-    """
-
-    def __init__(self, model, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                 seed: int | None = None, stop: Sequence[str] | None = None, ignore_eos: bool = False,
-                 cancel: threading.Event | None = None):
-        self.model = model
-        self.prompt_ids = list(prompt_ids)
-        self.prompt_tokens = len(self.prompt_ids)
-        self.max_tokens = max_tokens
-        self.stop = [s for s in (stop or []) if s]
-        self.cancel = cancel
-        self._p = _Progress()
-        # Validates every parameter now (before anything streams); runs on first next().
-        self._ids = model.generate(self.prompt_ids, max_new_tokens=max_tokens, temperature=temperature,
-                                   top_k=top_k, top_p=top_p, min_p=min_p,
-                                   repetition_penalty=repetition_penalty, seed=seed, stream=True,
-                                   ignore_eos=ignore_eos)
-        self._iter = _generate_text(self._p, self._ids, StreamDecoder(model.tokenizer, self.prompt_ids),
-                                    StopMatcher(self.stop), cancel,
-                                    min(max_tokens, model.max_seq_len - self.prompt_tokens))
-
-    completion_tokens = property(lambda self: self._p.completion_tokens)
-    finish_reason = property(lambda self: self._p.finish_reason)
-    text_parts = property(lambda self: self._p.text_parts)
-    t_start = property(lambda self: self._p.t_start)
-    t_first = property(lambda self: self._p.t_first)
-    t_end = property(lambda self: self._p.t_end)
-
-    @property
-    def text(self) -> str:
-        return "".join(self._p.text_parts)
-
-    @property
-    def prefill_seconds(self) -> float | None:
-        p = self._p
-        return None if p.t_first is None else p.t_first - p.t_start
-
-    @property
-    def decode_seconds(self) -> float | None:
-        p = self._p
-        return None if p.t_first is None or p.t_end is None else p.t_end - p.t_first
-
-    def __iter__(self) -> Iterator[str]:
-        return self._iter
-
-    def __next__(self) -> str:
-        return next(self._iter)
-
-    def close(self) -> None:
-        self._iter.close()
-        self._ids.close()
-
-    def run(self) -> str:
-        """Generate to the end; returns the text."""
-        for _ in self:
-            pass
-        return self.text
-
-
-def _generate_text(p: _Progress, ids: Iterator[int], dec: StreamDecoder, matcher: StopMatcher,
-                   cancel: threading.Event | None, limit: int) -> Iterator[str]:
-    """The text pieces of a generation, recording progress in `p`. `limit` is where it ends
-    for length (max_tokens, or the room left in the context)."""
-    p.t_start = time.perf_counter()
-    hit = False
-    try:
-        for tok in ids:
-            if p.t_first is None:
-                p.t_first = time.perf_counter()
-            p.completion_tokens += 1
-            piece, hit = matcher.feed(dec.push(tok))
-            if piece:
-                p.text_parts.append(piece)
-                yield piece
-            if hit:
-                break
-            if cancel is not None and cancel.is_set():
-                p.finish_reason = "cancelled"
-                return
-        if not hit:
-            piece, hit = matcher.feed(dec.flush())
-            if not hit:
-                piece += matcher.finish()
-            if piece:
-                p.text_parts.append(piece)
-                yield piece
-        p.finish_reason = "length" if not hit and p.completion_tokens >= limit else "stop"
-    finally:
-        p.t_end = time.perf_counter()
-        if p.finish_reason is None:
-            p.finish_reason = "cancelled"
-        ids.close()
+# The generation itself is gemma_cpp.generation's (one place for every front end); its
+# `finish_reason` is OpenAI's. The name TextGeneration is kept for existing callers.
+TextGeneration = Generation
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -194,17 +84,12 @@ def _number(params, name, default, canonical=None):
     return check(canonical or name, v, shown=name)
 
 
-def _jtype(v) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
-            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
-
-
 def _bool(params, name, default=False) -> bool:
     v = params.get(name)
     if v is None:
         return default
     if not isinstance(v, bool):
-        raise InvalidRequestError(f"'{name}' must be a boolean, got {_jtype(v)}", name)
+        raise InvalidRequestError(f"'{name}' must be a boolean, got {json_type_name(v)}", name)
     return v
 
 
@@ -216,12 +101,6 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     bo = params.get("best_of")
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")
-    for name in ("frequency_penalty", "presence_penalty"):
-        v = params.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise InvalidParameterType(f"{name} must be a number, got {_jtype(v)}", name)
-        if v not in (None, 0):
-            raise InvalidRequestError(f"'{name}' is not supported (use repeat_penalty)", name)
     lp = params.get("logprobs")
     if lp not in (None, False, 0):
         raise InvalidRequestError("'logprobs' is not supported", "logprobs")
@@ -234,7 +113,9 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     rp_name = "repetition_penalty" if params.get("repetition_penalty") is not None else "repeat_penalty"
     out["sampling"] = dict(temperature=_number(params, "temperature", 1.0), top_p=_number(params, "top_p", 1.0),
                            top_k=_number(params, "top_k", 0), min_p=_number(params, "min_p", 0.0),
-                           repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"))
+                           repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"),
+                           presence_penalty=_number(params, "presence_penalty", 0.0),
+                           frequency_penalty=_number(params, "frequency_penalty", 0.0))
     out["seed"] = resolve_seed(_number(params, "seed", None))
     stop = params.get("stop")
     if stop is None:
@@ -317,7 +198,7 @@ def _message_text(m: dict, i: int) -> str:
         parts = []
         for p in content:
             if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
-                kind = p.get("type") if isinstance(p, dict) else _jtype(p)
+                kind = p.get("type") if isinstance(p, dict) else json_type_name(p)
                 raise InvalidRequestError(f"messages[{i}].content: only text parts are supported, got {kind!r}",
                                           f"messages[{i}].content")
             parts.append(p["text"])
@@ -389,7 +270,7 @@ def usage(gen: TextGeneration) -> dict[str, int]:
 
 
 def _finish(gen: TextGeneration) -> str:
-    return "length" if gen.finish_reason == "length" else "stop"
+    return "length" if gen.finish_reason == "length" else "stop"  # (a cancelled one is never sent)
 
 
 def response(req: Request, gen: TextGeneration, rid: str | None = None, created: int | None = None) -> dict:
@@ -475,7 +356,8 @@ def create_completion(model, prompt, /, **params):
     """Complete `prompt` (a string or a list of token ids), llama-cpp-python style.
 
     Parameters (all optional, OpenAI's names): max_tokens=16, temperature=1.0, top_p=1.0,
-    seed (default: random), stop (a string or list), stream=False, echo=False, n=1,
+    presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
+    stream=False, echo=False, n=1,
     stream_options={"include_usage": bool}, model (the name to report); extensions: top_k=0,
     min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False.
     Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.

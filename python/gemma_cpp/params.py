@@ -41,6 +41,10 @@ class InvalidRequestError(ValueError):
         self.code = code
 
 
+class ContextLengthError(ValueError):
+    """The prompt (plus the tokens to generate) does not fit the model's context."""
+
+
 class InvalidParameterType(InvalidRequestError, TypeError):
     """A parameter of the wrong type (also a TypeError, as Python callers expect)."""
 
@@ -73,6 +77,8 @@ BOUNDS: dict[str, Bound] = {
     "top_p": Bound(float, lo=0.0, hi=1.0, lo_open=True),  # 1 = off
     "min_p": Bound(float, lo=0.0, hi=1.0, hi_open=True),  # 0 = off
     "repetition_penalty": Bound(float, lo=0.0, lo_open=True),  # 1 = off
+    "presence_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
+    "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
 }
 
@@ -81,7 +87,8 @@ OPENAI_NAMES = {"max_new_tokens": "max_tokens", "repetition_penalty": "repeat_pe
 CLI_NAMES = {k: "--" + k.replace("_", "-") for k in BOUNDS}
 
 
-def _type_name(v: Any) -> str:
+def json_type_name(v: Any) -> str:
+    """How a value's type reads in an error message, in JSON's words ('an integer', 'null', ...)."""
     return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
             dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
 
@@ -98,7 +105,7 @@ def check(name: str, value: Any, shown: str | None = None):
             value = float(value)
         else:
             want = "an integer" if b.kind is int else "a number"
-            raise InvalidParameterType(f"{shown} must be {want}, got {_type_name(value)}", shown)
+            raise InvalidParameterType(f"{shown} must be {want}, got {json_type_name(value)}", shown)
     if b.kind is int:
         if isinstance(value, float):
             if not value.is_integer():
@@ -125,5 +132,6 @@ def resolve_seed(seed: int | None) -> int:
     return random.getrandbits(64) if seed is None else seed
 
 
-__all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "InvalidRequestError", "InvalidParameterType",
-           "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS", "OPENAI_NAMES", "CLI_NAMES"]
+__all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
+           "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
+           "OPENAI_NAMES", "CLI_NAMES"]

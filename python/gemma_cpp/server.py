@@ -11,7 +11,7 @@ cache; the weights are mapped once and shared. A request takes a free slot (pref
 whose cache already holds the longest prefix of its prompt, so multi-turn chats reuse their
 cache) or waits in a first-come queue for one. Generation runs in a thread of its own; the
 event loop only relays text. A client that disconnects stops its generation at the next token
-and frees its slot.
+(or the next layer, inside a long prompt's prefill) and frees its slot.
 """
 
 from __future__ import annotations
@@ -134,11 +134,13 @@ class ServerState:
         """Generate in a worker thread: yields ("piece", text) ... then ("done", TextGeneration).
 
         Closing this iterator early (client gone, task cancelled) stops the generation at the
-        next token; the worker then frees its slot."""
+        next check of the C++ loop (between tokens, or between layers of the prefill); the worker
+        then frees its slot."""
         loop = asyncio.get_running_loop()
         model = await self.pool.acquire(req.prompt_ids)
         self.stats["requests"] += 1
         cancel = threading.Event()
+        running: list[oc.TextGeneration] = []  # the worker's generation, once it has one
         queue: asyncio.Queue = asyncio.Queue()
 
         def emit(item) -> None:
@@ -151,6 +153,7 @@ class ServerState:
             gen = None
             try:
                 gen = req.generation(model, cancel)
+                running.append(gen)
                 for piece in gen:
                     emit(("piece", piece))
                 emit(("done", gen))
@@ -179,7 +182,9 @@ class ServerState:
                 if kind == "done":
                     return
         finally:
-            cancel.set()  # no effect once the generation has ended
+            cancel.set()  # looked at between tokens; no effect once the generation has ended
+            for gen in running:
+                gen.interrupt()  # stops a long prefill too; names this generation only
 
 
 def _sse(obj: Any) -> str:

@@ -1,4 +1,4 @@
-#include "sample/sampler.h"
+#include "decode/sampler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,28 +16,22 @@ void SamplingParams::validate() const {
   if (!(min_p >= 0.f && min_p < 1.f)) bad("min_p must be in [0, 1), got " + std::to_string(min_p));
   if (!(repetition_penalty > 0.f) || !std::isfinite(repetition_penalty))
     bad("repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+  if (!(presence_penalty >= -2.f && presence_penalty <= 2.f))
+    bad("presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
+  if (!(frequency_penalty >= -2.f && frequency_penalty <= 2.f))
+    bad("frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty));
 }
 
-int32_t Sampler::sample(float* logits, int vocab, const SamplingParams& p, const int32_t* history,
-                        int n_history) {
-  if (p.repetition_penalty != 1.f && n_history > 0) {
-    seen_.assign(size_t(vocab), 0);
-    for (int i = 0; i < n_history; ++i) {
-      const int32_t id = history[i];
-      if (id < 0 || id >= vocab || seen_[size_t(id)]) continue;
-      seen_[size_t(id)] = 1;
-      float& l = logits[id];
-      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
-    }
-  }
+int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p) {
   if (p.temperature == 0.f) {
     return int32_t(std::max_element(logits, logits + vocab) - logits);
   }
 
   // Candidates as (logit / T, id), best first, cut by top-k.
   const float inv_t = 1.f / p.temperature;
-  cand_.resize(size_t(vocab));
-  for (int i = 0; i < vocab; ++i) cand_[size_t(i)] = {logits[i] * inv_t, i};
+  cand_.clear();
+  for (int i = 0; i < vocab; ++i)  // a masked-out token (-inf) is no candidate at all
+    if (logits[i] != -INFINITY) cand_.push_back({logits[i] * inv_t, i});
   auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };

@@ -1,0 +1,166 @@
+#include "decode/generator.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace gemma {
+
+namespace {
+struct InterruptRequested {};  // thrown from a check to unwind a forward; caught in next()
+}  // namespace
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::None: return "none";
+    case StopReason::Eos: return "eos";
+    case StopReason::Length: return "length";
+    case StopReason::ContextEnd: return "context";
+    case StopReason::Interrupted: return "interrupted";
+  }
+  return "?";
+}
+
+Generator::Generator(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed,
+                     KvDType kv_dtype)
+    : session_(std::move(model), max_seq_len, n_threads, kv_dtype), sampler_(seed) {}
+
+Generator::Check Generator::with_interrupt(const Check& check) {
+  return [this, check] {
+    if (interrupt_.load(std::memory_order_relaxed) == generation_) throw InterruptRequested{};
+    if (check) check();
+  };
+}
+
+void Generator::eval(const int32_t* tokens, int n, float* all_logits_out, const Check& check) {
+  end_generation();
+  forward(tokens, n, all_logits_out, check);
+}
+
+void Generator::end_generation() {
+  active_ = false;
+  pending_ = -1;
+  reason_ = StopReason::None;
+  counts_.reset(vocab());
+}
+
+void Generator::forward(const int32_t* tokens, int n, float* all_logits_out, const Check& check) {
+  if (n <= 0) throw std::invalid_argument("eval: empty token list");
+  last_.resize(size_t(vocab()));
+  has_last_ = false;  // until the forward has completed
+  if (all_logits_out) {
+    session_.forward(tokens, n, all_logits_out, true, check);
+    std::memcpy(last_.data(), all_logits_out + size_t(n - 1) * size_t(vocab()), last_.size() * sizeof(float));
+  } else {
+    session_.forward(tokens, n, last_.data(), false, check);
+  }
+  has_last_ = true;
+}
+
+const std::vector<float>& Generator::last_logits() const {
+  if (!has_last_) throw std::runtime_error("no logits yet; eval a prompt first");
+  return last_;
+}
+
+int32_t Generator::sample(const SamplingParams& p) {
+  p.validate();
+  work_ = last_logits();
+  const auto& hist = session_.tokens();
+  apply_repetition_penalty(work_.data(), vocab(), p.repetition_penalty, hist.data(), int(hist.size()), seen_);
+  counts_.apply_penalties(work_.data(), p.presence_penalty, p.frequency_penalty);
+  if (mask_.active()) mask_.apply(work_.data(), vocab());
+  return sampler_.sample(work_.data(), vocab(), p);
+}
+
+int32_t Generator::step(int32_t token, const SamplingParams& p, const Check& check) {
+  eval(&token, 1, nullptr, check);
+  return sample(p);
+}
+
+int Generator::start(const int32_t* prompt, int n, const SamplingParams& params, int max_new_tokens,
+                     std::vector<int32_t> end_ids, uint64_t seed, const Check& check) {
+  params.validate();
+  if (n <= 0) throw std::invalid_argument("generate: empty prompt (give at least one token id)");
+  if (max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
+  ++generation_;
+  // The longest cached prefix, leaving at least the last prompt token to run (its logits are
+  // the first token's); fall back to a fresh start where the cache cannot be cut back there.
+  const auto& cached = session_.tokens();
+  const int limit = std::min(int(cached.size()), n - 1);
+  int common = 0;
+  while (common < limit && cached[size_t(common)] == prompt[common]) ++common;
+  if (common > 0 && session_.can_truncate(common)) {
+    session_.truncate(common);
+  } else {
+    session_.reset();
+    common = 0;
+  }
+  end_generation();
+  active_ = true;
+  params_ = params;
+  end_ids_ = std::move(end_ids);
+  max_new_ = max_new_tokens;
+  produced_ = 0;
+  sampler_.reseed(seed);
+  try {
+    forward(prompt + common, n - common, nullptr, with_interrupt(check));
+  } catch (const InterruptRequested&) {  // the whole chunks already run stay in the cache
+    reason_ = StopReason::Interrupted;
+    return n - common;
+  } catch (...) {
+    active_ = false;
+    throw;
+  }
+  if (max_new_tokens == 0) reason_ = StopReason::Length;
+  return n - common;
+}
+
+int Generator::next(int32_t* out, int k, const Check& check) {
+  if (!active_) throw std::runtime_error("next: start a generation first");
+  // The caller's check (Ctrl-C) runs between tokens; inside a token's forward, only interrupt()
+  // is looked at: a decode step is short, and the caller's check may need the GIL.
+  const Check between_tokens = with_interrupt(check), in_forward = with_interrupt({});
+  int got = 0;
+  while (got < k && reason_ == StopReason::None) {
+    int32_t tok;
+    try {
+      between_tokens();
+      if (pending_ >= 0) {
+        forward(&pending_, 1, nullptr, in_forward);
+        pending_ = -1;  // only once it is in the cache: an interrupted forward commits nothing
+      }
+      tok = sample(params_);
+    } catch (const InterruptRequested&) {
+      reason_ = StopReason::Interrupted;
+      break;
+    }
+    if (std::find(end_ids_.begin(), end_ids_.end(), tok) != end_ids_.end()) {
+      reason_ = StopReason::Eos;
+      break;
+    }
+    out[got++] = tok;
+    counts_.add(tok);
+    pending_ = tok;
+    if (++produced_ == max_new_) {
+      reason_ = StopReason::Length;
+    } else if (session_.n_past() >= session_.max_seq_len()) {
+      reason_ = StopReason::ContextEnd;
+    }
+  }
+  return got;
+}
+
+void Generator::reset() {
+  session_.reset();
+  end_generation();
+  has_last_ = false;
+}
+
+void Generator::truncate(int n) {
+  session_.truncate(n);
+  end_generation();
+  has_last_ = false;
+}
+
+}  // namespace gemma

@@ -1,0 +1,38 @@
+// Turning processed next-token logits into a token:
+//   temperature -> top-k -> top-p -> min-p -> draw   (docs/sampling.md; penalties and the token
+// mask run before, in logits_processors.h). temperature == 0 means greedy: the argmax, first index
+// on ties. Tokens whose logit is -inf (masked out) are never drawn.
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace gemma {
+
+// Everything a request sets about choosing tokens: the processors' penalties and the sampler's
+// settings. Python checks the same bounds first (python/gemma_cpp/params.py); validate() is the
+// C++ side's own guard with the same rules.
+struct SamplingParams {
+  float temperature = 0.f;
+  int top_k = 0;                   // 0: off
+  float top_p = 1.f;               // 1: off
+  float min_p = 0.f;               // 0: off
+  float repetition_penalty = 1.f;  // 1: off; as in transformers (divide positive logits, multiply negative)
+  float presence_penalty = 0.f;    // 0: off; OpenAI's, over the generated tokens
+  float frequency_penalty = 0.f;   // 0: off; OpenAI's, over the generated tokens
+  void validate() const;           // throws std::invalid_argument naming the parameter
+};
+
+class Sampler {
+ public:
+  explicit Sampler(uint64_t seed) : rng_(seed) {}
+  void reseed(uint64_t seed) { rng_.seed(seed); }
+  // Reads the processed logits; uses only the temperature, top_k, top_p and min_p of `p`.
+  int32_t sample(const float* logits, int vocab, const SamplingParams& p);
+
+ private:
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+}  // namespace gemma

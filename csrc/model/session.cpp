@@ -130,19 +130,30 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
 
 void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out,
                             bool all_positions, const std::function<void()>& check_interrupt) {
-  const ModelConfig& c = model_->config();
-  const Model& M = *model_;
-  const int d = c.d_model, F = c.ffn_dim, hd = c.head_dim, half = hd / 2;
-  const int qkv_dim = c.q_dim() + 2 * c.kv_dim();
-  ThreadPool& pool = *pool_;
+  embed(tokens, n);
+  rope_angles(n, pos0);
+  for (int l = 0; l < model_->config().n_layers; ++l) {
+    if (check_interrupt) check_interrupt();
+    attention_block(l, n, pos0);
+    mlp_block(l, n);
+  }
+  if (logits_out) final_logits(n, all_positions, logits_out);
+}
 
-  // Embedding lookup, scaled by float32(sqrt(d)).
+// x[t] = embed[token t] * float32(sqrt(d)).
+void Session::embed(const int32_t* tokens, int n) {
+  const ModelConfig& c = model_->config();
+  const int d = c.d_model;
   for (int t = 0; t < n; ++t) {
     float* x = &x_[size_t(t) * d];
-    dequantize_row(M.embed(), tokens[t], x);
+    dequantize_row(model_->embed(), tokens[t], x);
     for (int i = 0; i < d; ++i) x[i] *= c.embed_scale;
   }
-  // Rope cos/sin per token for global and local bases: angle = float(pos) * inv_freq (float32).
+}
+
+// Rope cos/sin per token for the global and local bases: angle = float(pos) * inv_freq (float32).
+void Session::rope_angles(int n, int pos0) {
+  const int hd = model_->config().head_dim, half = hd / 2;
   for (int t = 0; t < n; ++t) {
     float* cs = &rope_cs_[size_t(t) * 2 * hd];
     const float p = float(pos0 + t);
@@ -155,80 +166,89 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
       cs[hd + half + i] = std::sin(al);
     }
   }
+}
 
-  for (int l = 0; l < c.n_layers; ++l) {
-    if (check_interrupt) check_interrupt();
-    const LayerWeights& L = M.layer(l);
-    const bool sliding = c.layer_sliding[size_t(l)] != 0;
+// x += PostNorm_a(o( Attn( QKNorm+RoPE( qkv( Norm_a(x) ) ) ) ))
+void Session::attention_block(int l, int n, int pos0) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& L = model_->layer(l);
+  const int d = c.d_model, hd = c.head_dim, half = hd / 2, kv_dim = c.kv_dim();
+  const int qkv_dim = c.q_dim() + 2 * kv_dim;
+  const bool sliding = c.layer_sliding[size_t(l)] != 0;
 
-    // --- attention block ---
-    for (int t = 0; t < n; ++t)
-      ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, pool);
-
-    const int kv_dim = c.kv_dim();
-    for (int t = 0; t < n; ++t) {
-      float* q = &qkv_[size_t(t) * qkv_dim];
-      float* k = q + c.q_dim();
-      const float* v = k + kv_dim;
-      const float* cs = &rope_cs_[size_t(t) * 2 * hd] + (sliding ? hd : 0);
-      for (int h = 0; h < c.n_heads; ++h) {
-        float* qh = q + size_t(h) * hd;
-        if (c.qk_norm) ops::rms_norm(qh, L.q_norm.data(), hd, c.rms_eps, qh);
-        ops::rope_rotate_half(qh, hd, cs, cs + half);
-      }
-      for (int g = 0; g < c.n_kv_heads; ++g) {
-        float* kh = k + size_t(g) * hd;
-        if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
-        ops::rope_rotate_half(kh, hd, cs, cs + half);
-      }
-      kv_.store(l, kv_.slot(l, pos0 + t), k, v);
+  for (int t = 0; t < n; ++t)
+    ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
+  matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, *pool_);
+  for (int t = 0; t < n; ++t) {
+    float* q = &qkv_[size_t(t) * qkv_dim];
+    float* k = q + c.q_dim();
+    const float* v = k + kv_dim;
+    const float* cs = &rope_cs_[size_t(t) * 2 * hd] + (sliding ? hd : 0);
+    for (int h = 0; h < c.n_heads; ++h) {
+      float* qh = q + size_t(h) * hd;
+      if (c.qk_norm) ops::rms_norm(qh, L.q_norm.data(), hd, c.rms_eps, qh);
+      ops::rope_rotate_half(qh, hd, cs, cs + half);
     }
-    attention(l, n, pos0);
-    matmul(L.o, attn_out_.data(), n, proj_.data(), d, pool);
-    for (int t = 0; t < n; ++t) {
-      float* o = &proj_[size_t(t) * d];
-      if (c.sandwich_norms) ops::rms_norm(o, L.post_attn_norm.data(), d, c.rms_eps, o);
-      float* x = &x_[size_t(t) * d];
-      for (int i = 0; i < d; ++i) x[i] += o[i];
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      float* kh = k + size_t(g) * hd;
+      if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
+      ops::rope_rotate_half(kh, hd, cs, cs + half);
     }
-
-    // --- MLP block (GeGLU) ---
-    for (int t = 0; t < n; ++t)
-      ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, pool);
-    const auto geglu_tokens = [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const float* gu = &ffn_[size_t(t) * 2 * F];
-        if (c.gelu_tanh) {
-          vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
-        } else {
-          ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
-        }
-      }
-    };
-    if (int64_t(n) * F > 65536) {
-      pool.parallel_for(n, 1, geglu_tokens);
-    } else {
-      geglu_tokens(0, n);
-    }
-    matmul(L.down, act_.data(), n, proj_.data(), d, pool);
-    for (int t = 0; t < n; ++t) {
-      float* m = &proj_[size_t(t) * d];
-      if (c.sandwich_norms) ops::rms_norm(m, L.post_ffn_norm.data(), d, c.rms_eps, m);
-      float* x = &x_[size_t(t) * d];
-      for (int i = 0; i < d; ++i) x[i] += m[i];
-    }
+    kv_.store(l, kv_.slot(l, pos0 + t), k, v);
   }
+  attention(l, n, pos0);
+  matmul(L.o, attn_out_.data(), n, proj_.data(), d, *pool_);
+  add_residual(n, c.sandwich_norms ? L.post_attn_norm.data() : nullptr);
+}
 
-  if (!logits_out) return;
-  // Final norm and the tied output layer, for every position or just the last one.
+// x += PostNorm_f( down( gelu(gate(Norm_f(x))) * up(Norm_f(x)) ) )
+void Session::mlp_block(int l, int n) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& L = model_->layer(l);
+  const int d = c.d_model, F = c.ffn_dim;
+  for (int t = 0; t < n; ++t)
+    ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
+  matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, *pool_);
+  const auto geglu_tokens = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* gu = &ffn_[size_t(t) * 2 * F];
+      if (c.gelu_tanh) {
+        vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
+      } else {
+        ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+      }
+    }
+  };
+  if (int64_t(n) * F > 65536) {
+    pool_->parallel_for(n, 1, geglu_tokens);
+  } else {
+    geglu_tokens(0, n);
+  }
+  matmul(L.down, act_.data(), n, proj_.data(), d, *pool_);
+  add_residual(n, c.sandwich_norms ? L.post_ffn_norm.data() : nullptr);
+}
+
+// x += PostNorm(proj) (the norm only with Gemma 2/3's sandwich norms: post_norm != null).
+void Session::add_residual(int n, const float* post_norm) {
+  const ModelConfig& c = model_->config();
+  const int d = c.d_model;
+  for (int t = 0; t < n; ++t) {
+    float* o = &proj_[size_t(t) * d];
+    if (post_norm) ops::rms_norm(o, post_norm, d, c.rms_eps, o);
+    float* x = &x_[size_t(t) * d];
+    for (int i = 0; i < d; ++i) x[i] += o[i];
+  }
+}
+
+// logits = SoftCap( Norm(x) . embed^T ), for every position or just the last one.
+void Session::final_logits(int n, bool all_positions, float* logits_out) {
+  const ModelConfig& c = model_->config();
+  const int d = c.d_model;
   const int first = all_positions ? 0 : n - 1;
   const int rows = n - first;
   for (int t = first; t < n; ++t)
-    ops::rms_norm(&x_[size_t(t) * d], M.final_norm().data(), d, c.rms_eps,
-                  &xn_[size_t(t - first) * d]);
-  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, pool);
+    ops::rms_norm(&x_[size_t(t) * d], model_->final_norm().data(), d, c.rms_eps, &xn_[size_t(t - first) * d]);
+  matmul(model_->embed(), xn_.data(), rows, logits_out, c.vocab_size, *pool_);
   if (c.final_softcap > 0) ops::soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
 }
 

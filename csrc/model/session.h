@@ -39,9 +39,20 @@ class Session {
                const std::function<void()>& check_interrupt = {});
 
  private:
+  // The forward pass of one chunk of n tokens at positions pos0.., as named steps. Buffers
+  // (per token t of the chunk): x_ [n][d] the residual stream; xn_ [n][d] its normed copy;
+  // qkv_ [n][q_dim + 2 kv_dim]; attn_out_ [n][q_dim]; proj_ [n][d] a block's output before the
+  // residual add; ffn_ [n][2 ffn] gate | up; act_ [n][ffn] GeGLU; rope_cs_ [n][2 head_dim]
+  // cos | sin for the global then the local base; scores_ per thread, attention's rows.
   void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
                      const std::function<void()>& check_interrupt);
-  void attention(int layer, int n, int pos0);
+  void embed(const int32_t* tokens, int n);
+  void rope_angles(int n, int pos0);
+  void attention_block(int layer, int n, int pos0);
+  void attention(int layer, int n, int pos0);  // attn_out_ from qkv_ and the KV cache
+  void mlp_block(int layer, int n);
+  void add_residual(int n, const float* post_norm);
+  void final_logits(int n, bool all_positions, float* logits_out);
   void reserve_scores(int n_positions);
 
   std::shared_ptr<const Model> model_;

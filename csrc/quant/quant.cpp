@@ -1,5 +1,7 @@
 #include "quant/quant.h"
 
+#include "quant/kquant.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -15,6 +17,9 @@ int64_t row_bytes(DType dtype, int64_t cols) {
     case DType::F16: return cols * 2;
     case DType::Q8:
     case DType::Q4: return n_blocks(cols) * (2 + block_quant_bytes(dtype));
+    case DType::Q5_0:
+    case DType::Q4_K:
+    case DType::Q6_K: return gguf_row_bytes(dtype, cols);
   }
   throw std::invalid_argument(std::string("row_bytes: unsupported dtype ") + dtype_name(dtype));
 }
@@ -120,6 +125,9 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
                    int n_threads) {
   const int64_t rb = row_bytes(dtype, cols);
+  if (is_native_gguf(dtype))
+    throw std::invalid_argument(std::string("quantize: ") + dtype_name(dtype) +
+                                " is imported from GGUF files as is; there is no quantiser for it");
 #pragma omp parallel for num_threads(n_threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = src + r * cols;
@@ -138,6 +146,7 @@ void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, ui
       }
       case DType::Q8:
       case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
+      default: break;  // checked before the loop
     }
   }
 }
@@ -178,6 +187,9 @@ void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {
       }
       return;
     }
+    case DType::Q5_0:
+    case DType::Q4_K:
+    case DType::Q6_K: gguf_dequantize_row(dtype, row, cols, out); return;
   }
   throw std::invalid_argument(std::string("dequantize_row: unsupported dtype ") + dtype_name(dtype));
 }

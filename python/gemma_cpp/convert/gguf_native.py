@@ -79,7 +79,11 @@ def raw_rows(g: GGUFFile, name: str, dtype: str, rows: int | None = None) -> np.
     [rows, row_bytes]. `dtype` must be what choose() gave for this type (exact)."""
     info = g.tensors[name]
     gtype = info.type_name
-    if dtype in ("q5_0", "q4_k", "q6_k", "f32", "f16", "bf16"):
+    if dtype == "f32" and gtype in _FLOAT:  # f16/bf16 widen to f32 exactly
+        vals = g.dequantize(name)
+        vals = vals if rows is None else vals[:rows]
+        return np.ascontiguousarray(vals, dtype=np.float32).view(np.uint8).reshape(vals.shape[0], -1)
+    if dtype in ("q5_0", "q4_k", "q6_k", "f16", "bf16"):
         assert NATIVE[gtype] == dtype, (gtype, dtype)
         raw = g.raw(name)
         return np.ascontiguousarray(raw if rows is None else raw[:rows])

@@ -17,7 +17,7 @@ import time
 from typing import Any, Sequence
 
 PROG = "gemma-cpp"
-GGUF_DTYPE = "int8"  # storage type for GGUF files converted on the fly
+GGUF_DTYPE = "source"  # GGUF files converted on the fly keep their own blocks, exactly
 
 
 class CLIError(Exception):

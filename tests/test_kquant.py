@@ -228,3 +228,36 @@ def test_gguf_source_model_runs_like_f32(kq_gguf):
     kl = (np.exp(lp_ref) * (lp_ref - lp)).sum(-1)
     assert kl.mean() < 2e-5, kl.mean()  # measured 6e-7; slices written at the wrong columns: 2.4e-3
     assert (ref.argmax(-1) == got.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("old,new,msg", [
+    (b'"name":"layers.0.o","dtype":"q4_k"', b'"name":"layers.0.o","dtype":"q6_k"',
+     r"tensor 'layers.0.o' \(q6_k \[256, 256\]\) has 36864 bytes, expected 53760"),
+    (b'"name":"layers.0.qkv#1","dtype":"int8","shape":[128,256]', b'"name":"layers.0.qkv#1","dtype":"int8","shape":[129,256]',
+     r"tensor 'layers.0.qkv#1' \(int8 \[129, 256\]\) has"),
+    (b'"name":"layers.0.qkv#1"', b'"name":"layers.0.qkv#2"', r"row slices of 'layers.0.qkv' cover 384 rows, the config requires 512"),
+])
+def test_corrupt_native_tensors_are_named(kq_gguf, tmp_path, old, new, msg):
+    from gemma_cpp import Model
+
+    _, src, _, _ = kq_gguf
+    data = open(src, "rb").read()
+    assert data.count(old) == 1 and len(old) == len(new)
+    bad = tmp_path / "bad.gcpp"
+    bad.write_bytes(data.replace(old, new))
+    with pytest.raises(Exception, match=msg):
+        Model(str(bad))
+
+
+def test_truncated_native_tensor_is_named(kq_gguf, tmp_path):
+    from gemma_cpp import Model
+    from gemma_cpp.gcpp_format import read_header
+
+    _, src, _, _ = kq_gguf
+    h = read_header(src)
+    last = max(h.tensors, key=lambda t: t["offset"])
+    data = open(src, "rb").read()
+    bad = tmp_path / "short.gcpp"
+    bad.write_bytes(data[:h.data_start + last["offset"] + last["nbytes"] - 1])
+    with pytest.raises(Exception, match=f"tensor '{last['name']}' lies past the end of the file"):
+        Model(str(bad))

@@ -61,7 +61,13 @@ Model::Model(const std::string& path, const ModelConfig& config,
       if (d <= 0) throw std::runtime_error(path + ": tensor '" + t.name + "' has shape " + shape_str(t.shape));
     const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
     const int64_t cols = t.shape.back();
-    const uint64_t expect = uint64_t(rows) * uint64_t(quant::row_bytes(t.dtype, cols));
+    int64_t rb = 0;
+    try {
+      rb = quant::row_bytes(t.dtype, cols);
+    } catch (const std::invalid_argument& e) {  // e.g. a K-quant row that is not whole super-blocks
+      throw std::runtime_error(path + ": tensor '" + t.name + "' " + shape_str(t.shape) + ": " + e.what());
+    }
+    const uint64_t expect = uint64_t(rows) * uint64_t(rb);
     if (t.nbytes != expect)
       throw std::runtime_error(path + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
                                shape_str(t.shape) + ") has " + std::to_string(t.nbytes) +

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -62,8 +64,9 @@ def test_row_bytes_and_bad_widths(dtype):
     assert _core.row_bytes(dtype, 4 * qk) == 4 * nbytes
     with pytest.raises(ValueError, match=f"multiple of {qk}"):
         _core.row_bytes(dtype, qk + 32 if qk > 32 else 33)
-    with pytest.raises(ValueError, match="no quantiser"):
-        _core.quantize(np.zeros((1, qk), np.float32), dtype, 1)
+    if dtype == "q6_k":  # imported only; q4_k and q5_0 have quantisers (tested below)
+        with pytest.raises(ValueError, match="no quantiser"):
+            _core.quantize(np.zeros((1, qk), np.float32), dtype, 1)
 
 
 def _act_quant_bound(wd: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -261,3 +264,107 @@ def test_truncated_native_tensor_is_named(kq_gguf, tmp_path):
     bad.write_bytes(data[:h.data_start + last["offset"] + last["nbytes"] - 1])
     with pytest.raises(Exception, match=f"tensor '{last['name']}' lies past the end of the file"):
         Model(str(bad))
+
+
+# ---------------------------------------------------------------------------- q4_k / q5_0 quantisers
+
+def _q4_0_llamacpp(x: np.ndarray) -> np.ndarray:
+    """llama.cpp's Q4_0 rule (the baseline): d = (signed max-abs) / -8 in f16, q = round(x / d) + 8
+    clipped to [0, 15]; returns the dequantised values."""
+    b = x.reshape(-1, 32)
+    mx = np.take_along_axis(b, np.abs(b).argmax(1)[:, None], 1)
+    d = (mx / -8).astype(np.float16).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.clip(np.where(d != 0, np.round(b / d), 0) + 8, 0, 15)
+    return ((q - 8) * d).reshape(x.shape)
+
+
+@pytest.mark.parametrize("dist,max_ratio", [("gauss", 0.70), ("t3", 0.55)])
+def test_q4_k_quantiser_beats_q4_0(dist, max_ratio):
+    """Same 4.5 bits/weight: squared error against llama.cpp's Q4_0 rule. Measured 0.668 (Gaussian)
+    and 0.498 (Student t, 3 dof: heavy tails, where a per-32 minimum and 6-bit sub-scales help
+    most); our symmetric int4 search: 0.89 / 0.94."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 2048)) if dist == "gauss" else rng.standard_t(3, (64, 2048))).astype(np.float32)
+    x[5] = 0.0
+    x[6] = -np.abs(x[6])  # all-negative and all-constant rows: the minimum term must handle them
+    x[7] = 0.37
+    blob = _core.quantize(x, "q4_k", 2)
+    assert blob.nbytes * 8 / x.size == 4.5
+    back = _core.dequantize(blob, "q4_k", *x.shape)
+    assert np.array_equal(back, gguf_dequant("q4_k", blob.reshape(x.shape[0], -1), x.shape[1]))  # a valid Q4_K
+    assert np.all(back[5] == 0)
+    assert np.abs(back[7] - 0.37).max() < 2e-3
+    ratio = float(((back - x) ** 2).sum() / ((_q4_0_llamacpp(x) - x) ** 2).sum())
+    assert ratio < max_ratio, ratio
+
+
+def test_q4_k_importance_weights_the_error():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 512)).astype(np.float32)
+    imp = np.where(np.arange(512) % 32 < 4, 50.0, 1.0).astype(np.float32)  # 4 columns per block matter
+    plain = _core.dequantize(_core.quantize(x, "q4_k", 1), "q4_k", *x.shape)
+    weighted = _core.dequantize(_core.quantize(x, "q4_k", 1, imp), "q4_k", *x.shape)
+    werr = lambda b: float((imp * (b - x) ** 2).sum())  # noqa: E731
+    assert werr(weighted) < 0.9 * werr(plain)
+    with pytest.raises(ValueError, match="one weight per column"):
+        _core.quantize(x, "q4_k", 1, imp[:10])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        _core.quantize(x, "q4_k", 1, -imp)
+
+
+def test_q5_0_quantiser_is_valid_and_accurate():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((16, 640)).astype(np.float32)
+    blob = _core.quantize(x, "q5_0", 1)
+    back = _core.dequantize(blob, "q5_0", *x.shape)
+    assert np.array_equal(back, gguf_dequant("q5_0", blob.reshape(16, -1), 640))
+    # 32 levels: about half the RMS error of 16 (Q4_0's rule), measured 0.22x the squared error
+    assert ((back - x) ** 2).sum() < 0.3 * ((_q4_0_llamacpp(x) - x) ** 2).sum()
+
+
+def _q4_0_int4_bytes(x: np.ndarray) -> np.ndarray:
+    """llama.cpp's Q4_0 rule laid out as our int4 (same levels, same nibble order)."""
+    rows, cols = x.shape
+    b = x.reshape(rows, cols // 32, 32)
+    mx = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)[..., 0]
+    d = (mx / -8).astype(np.float16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = d.astype(np.float32)[..., None]
+        q = np.clip(np.where(df != 0, np.round(b / df), 0) + 8, 0, 15).astype(np.uint8)
+    return np.concatenate([d.view(np.uint8).reshape(rows, -1), (q[..., :16] | q[..., 16:] << 4).reshape(rows, -1)], 1)
+
+
+def test_q4_k_mix_vs_llamacpp_q4_0_on_a_random_checkpoint(make_ckpt, tmp_path):
+    """Mean KL(f32 || 4-bit) of next-token distributions, both at 4.5 bits/weight for every matrix
+    and an int8 embedding: our q4_k mix against llama.cpp's Q4_0 rule (numpy, stored as int4).
+    Random Gaussian weights are the K-quants' worst case (no heavy tails); measured ratio 0.66 here,
+    0.66-0.72
+    on Gemma 1/2/3 shapes (docs/quantization.md) — not the 0.5 the issue asks for."""
+    from gemma_cpp import Model
+    from gemma_cpp.convert import convert, read_source
+    from gemma_cpp.gcpp_format import write
+
+    ckpt = make_ckpt(dict(KQ_SPEC, intermediate_size=512, num_hidden_layers=4))
+    f32, ours, base = (str(tmp_path / f"{k}.gcpp") for k in ("f32", "q4_k", "q4_0"))
+    convert(ckpt, f32, dtype="f32", progress=False)
+    convert(ckpt, ours, dtype="q4_k", progress=False)
+    src = read_source(ckpt, dtype="f32")
+    for t in src.tensors:
+        if len(t.shape) == 2:
+            t.dtype = "int8" if t.name == "embed" else "int4"
+            if t.name != "embed":
+                t.raw = (lambda t=t: _q4_0_int4_bytes(np.asarray(t.load(), np.float32)))
+    write(src, base, progress=False)
+    assert os.path.getsize(ours) == os.path.getsize(base)
+    ids = [2] + np.random.default_rng(0).integers(4, 500, 160).tolist()
+
+    def lsm(x):
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    ref = lsm(Model(f32).logits(ids))
+    kl = {k: float((np.exp(ref) * (ref - lsm(Model(p).logits(ids)))).sum(-1).mean()) for k, p in
+          (("q4_k", ours), ("q4_0", base))}
+    assert kl["q4_0"] > 1e-3  # measured 3.6e-3: the comparison means something
+    assert kl["q4_k"] < 0.8 * kl["q4_0"]

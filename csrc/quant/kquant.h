@@ -60,6 +60,16 @@ void q5_0_levels(const uint8_t* blk, int8_t lvl[32]);
 void q4_k_levels(const uint8_t* blk, int c, int8_t lvl[32]);
 void q6_k_levels(const uint8_t* blk, int c, int8_t lvl[32], int sc[2]);
 
+// Quantisers (converter side), `cols` a multiple of the block size; `imp` (may be null): per
+// column importance weights (e.g. mean x^2 of the activations), the error each minimises being
+// sum_j imp_j (x_j - w_j)^2. docs/quantization.md describes the searches.
+//   q4_k: per 32 weights a scale and a minimum, fitted by least squares over a grid of
+//         candidate roundings; the 8 scales / 8 minimums quantised to 6 bits against an f16
+//         super-scale, and the levels re-rounded against the stored values.
+//   q5_0: the 32-block scale search of quantize_block (quant.h) on [-16, 15].
+void quantize_row_q4_k(const float* x, int64_t cols, const float* imp, uint8_t* out);
+void quantize_row_q5_0(const float* x, int64_t cols, uint8_t* out);
+
 // One row back to float32, bit for bit as gguf.quants.dequantize (and ggml) computes it:
 // Q5_0 d * lvl; Q4_K (d * sc) * q - dmin * m; Q6_K (d * sc) * lvl.
 void gguf_dequantize_row(DType t, const uint8_t* row, int64_t cols, float* out);

@@ -123,9 +123,9 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
 }
 
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
-                   int n_threads) {
+                   int n_threads, const float* imp) {
   const int64_t rb = row_bytes(dtype, cols);
-  if (is_native_gguf(dtype))
+  if (dtype == DType::Q6_K)
     throw std::invalid_argument(std::string("quantize: ") + dtype_name(dtype) +
                                 " is imported from GGUF files as is; there is no quantiser for it");
 #pragma omp parallel for num_threads(n_threads) schedule(static)
@@ -146,7 +146,9 @@ void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, ui
       }
       case DType::Q8:
       case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
-      default: break;  // checked before the loop
+      case DType::Q4_K: quantize_row_q4_k(x, cols, imp, out); break;
+      case DType::Q5_0: quantize_row_q5_0(x, cols, out); break;
+      case DType::Q6_K: break;  // refused above
     }
   }
 }

@@ -25,6 +25,10 @@ def read_source(src: str, *, dtype: str | None = None, embed_dtype: str | None =
     for d in (dtype, embed_dtype):
         if d is not None and d not in DTYPES:
             raise ValueError(f"unknown weight dtype {d!r} (choose one of {', '.join(DTYPES)})")
+    if dtype == "q4_k":  # a mix: read float values, then choose per tensor
+        from . import mix
+
+        return mix.apply(read_source(src, dtype="f32"), embed_dtype=embed_dtype)
     if is_gguf(src):
         from .gguf_reader import read_gguf
 

@@ -4,9 +4,9 @@
 STORAGE_DTYPES = ("f32", "bf16", "f16", "int8", "int4", "q5_0", "q4_k", "q6_k")
 # What --dtype accepts: a storage dtype for every matrix, or "source": each tensor at its
 # source precision, without rounding it again (GGUF: the file's own blocks, kept exactly where
-# a .gcpp dtype holds them; Hugging Face: the checkpoint's float type). q5_0 and q6_k have no
-# quantiser (they come from GGUF files only).
-DTYPES = ("f32", "bf16", "f16", "int8", "int4", "source")
+# a .gcpp dtype holds them; Hugging Face: the checkpoint's float type); or "q4_k", our 4-bit mix
+# (convert/mix.py: q4_k matrices, q5_0 where rows are not whole 256-blocks, int8 embedding).
+DTYPES = ("f32", "bf16", "f16", "int8", "int4", "q4_k", "source")
 SOURCE = "source"
 
 # From full-precision checkpoints: int8 is near-lossless (Gemma 3 270M: mean KL 0.003 vs f32,

@@ -367,3 +367,26 @@ def test_q4_k_mix_vs_llamacpp_q4_0_on_a_random_checkpoint(make_ckpt, tmp_path):
           (("q4_k", ours), ("q4_0", base))}
     assert kl["q4_0"] > 1e-3  # measured 3.6e-3: the comparison means something
     assert kl["q4_k"] < 0.8 * kl["q4_0"]
+
+
+def test_int8_kernels_accept_q8_0_level_minus_128():
+    """Q8_0 blocks import into int8 unchanged, and a GGUF writer may use the level -128 (llama.cpp's
+    own rounding never does): every ISA must still compute the exact integer dots (AVX2's
+    vpmaddubsw sees |-128| = 128 unsigned: 2 * 128 * 127 < 32767, no saturation)."""
+    rng = np.random.default_rng(4)
+    rows, cols, T = 19, 96, 5
+    d = (np.abs(rng.standard_normal((rows, 3))) * 0.01).astype(np.float16)
+    q = rng.integers(-128, 128, (rows, 3, 32)).astype(np.int8)
+    q[:, :, :4] = -128
+    raw = np.concatenate([d.view(np.uint8).reshape(rows, -1), q.view(np.uint8).reshape(rows, -1)], 1).reshape(-1)
+    wd = _core.dequantize(raw, "int8", rows, cols)
+    assert np.array_equal(wd, (q.astype(np.float32) * d.astype(np.float32)[..., None]).reshape(rows, cols))
+    x = rng.standard_normal((T, cols)).astype(np.float32)
+    x[:, :4] = 3.0  # activations at +127 meet weights at -128
+    ref = x.astype(np.float64) @ wd.T.astype(np.float64)
+    mag = np.abs(x).astype(np.float64) @ np.abs(wd).T.astype(np.float64)
+    y_scalar = _core.matmul(raw, "int8", rows, cols, x, isa="scalar")
+    assert np.all(np.abs(y_scalar - ref) <= 4e-7 * cols * mag + 1.001 * _act_quant_bound(wd, x) + 1e-6)
+    for isa in ISAS:
+        y = _core.matmul(raw, "int8", rows, cols, x, isa=isa)
+        assert np.all(np.abs(y - y_scalar) <= 1e-5 * mag + 1e-6), isa

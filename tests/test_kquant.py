@@ -390,3 +390,19 @@ def test_int8_kernels_accept_q8_0_level_minus_128():
     for isa in ISAS:
         y = _core.matmul(raw, "int8", rows, cols, x, isa=isa)
         assert np.all(np.abs(y - y_scalar) <= 1e-5 * mag + 1e-6), isa
+
+
+def test_gemma_convert_says_what_it_kept_and_info_shows_the_mix(kq_gguf, tmp_path, capsys):
+    from gemma_cpp.cli import main as cpp_main
+    from gemma_cpp.convert.cli import main as convert_main
+
+    path = kq_gguf[0]
+    out = str(tmp_path / "m.gcpp")
+    assert convert_main([path, out]) == 0  # no --dtype: "source" for a GGUF
+    said = capsys.readouterr().out
+    for line in ("Q4_K -> q4_k (exact)", "Q6_K -> q6_k (exact)", "Q5_0 -> q5_0 (exact)", "Q8_0 -> int8 (exact)",
+                 "Q4_0 -> int4 (exact)", "F32 -> f32", "Q4_1 -> bf16 (NOT exact"):
+        assert line in said, (line, said)
+    assert cpp_main(["info", out]) == 0
+    info = capsys.readouterr().out
+    assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q6_k", "int8", "int4", "bf16")), info

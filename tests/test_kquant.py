@@ -1,4 +1,4 @@
-"""The native GGUF block formats (q5_0, q4_k, q6_k; csrc/quant/kquant.h) and their kernels.
+"""The native GGUF block formats (q5_0, q4_k, q5_k, q6_k; csrc/quant/kquant.h) and their kernels.
 
 * Exactness: random blocks (every bit pattern of the quants, sane f16 scales) dequantised by our
   code equal `gguf.quants.dequantize` bit for bit.
@@ -20,9 +20,10 @@ import pytest
 from gemma_cpp import _core
 
 ISAS = _core.available_isas()
-GGUF_TYPES = {"q5_0": ("Q5_0", 32, 22), "q4_k": ("Q4_K", 256, 144), "q6_k": ("Q6_K", 256, 210)}
+GGUF_TYPES = {"q5_0": ("Q5_0", 32, 22), "q4_k": ("Q4_K", 256, 144), "q5_k": ("Q5_K", 256, 176),
+              "q6_k": ("Q6_K", 256, 210)}
 # byte offsets of the f16 scales inside a block (d, and dmin for Q4_K)
-_F16_AT = {"q5_0": [0], "q4_k": [0, 2], "q6_k": [208]}
+_F16_AT = {"q5_0": [0], "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208]}
 
 
 def random_blocks(dtype: str, rows: int, cols: int, rng: np.random.Generator, scale: float = 0.02) -> np.ndarray:
@@ -64,7 +65,7 @@ def test_row_bytes_and_bad_widths(dtype):
     assert _core.row_bytes(dtype, 4 * qk) == 4 * nbytes
     with pytest.raises(ValueError, match=f"multiple of {qk}"):
         _core.row_bytes(dtype, qk + 32 if qk > 32 else 33)
-    if dtype == "q6_k":  # imported only; q4_k and q5_0 have quantisers (tested below)
+    if dtype in ("q5_k", "q6_k"):  # imported only; q4_k and q5_0 have quantisers (tested below)
         with pytest.raises(ValueError, match="no quantiser"):
             _core.quantize(np.zeros((1, qk), np.float32), dtype, 1)
 
@@ -137,7 +138,7 @@ def _gguf_blocks(ckpt: str, rng: np.random.Generator) -> dict:
 
     def rand(hf: str, t: str):
         rows, cols = state[hf].shape
-        return qt[t.upper()], random_blocks(t, rows, cols, rng, scale={"q4_k": 1e-3, "q6_k": 1.6e-2}[t])
+        return qt[t.upper()], random_blocks(t, rows, cols, rng, scale={"q4_k": 1e-3, "q5_k": 5e-4, "q6_k": 1.6e-2}[t])
 
     p = "model.layers.{}.{}.weight"
     return {
@@ -154,7 +155,7 @@ def _gguf_blocks(ckpt: str, rng: np.random.Generator) -> dict:
         "blk.1.attn_output.weight": rand(p.format(1, "self_attn.o_proj"), "q6_k"),
         "blk.1.ffn_gate.weight": quant(p.format(1, "mlp.gate_proj"), "Q5_0"),
         "blk.1.ffn_up.weight": quant(p.format(1, "mlp.up_proj"), "Q4_1"),
-        "blk.1.ffn_down.weight": rand(p.format(1, "mlp.down_proj"), "q4_k"),
+        "blk.1.ffn_down.weight": rand(p.format(1, "mlp.down_proj"), "q5_k"),
     }
 
 
@@ -195,6 +196,7 @@ def test_gguf_source_import_is_exact(kq_gguf):
     assert dtypes["layers.0.qkv"] == [("layers.0.qkv#0", "q5_0"), ("layers.0.qkv#1", "int8")]
     assert dtypes["layers.0.gate_up"] == [("layers.0.gate_up#0", "q4_k"), ("layers.0.gate_up#1", "q6_k")]
     assert dtypes["layers.0.o"] == [("layers.0.o", "q4_k")] and dtypes["layers.0.down"] == [("layers.0.down", "q6_k")]
+    assert dtypes["layers.1.down"] == [("layers.1.down", "q5_k")]
     assert dtypes["layers.1.qkv"] == [("layers.1.qkv", "int4")] and dtypes["embed"] == [("embed", "int8")]
     assert dtypes["layers.1.gate_up"] == [("layers.1.gate_up#0", "q5_0"), ("layers.1.gate_up#1", "bf16")]
     p = "model.layers.{}.{}.weight"
@@ -400,9 +402,9 @@ def test_gemma_convert_says_what_it_kept_and_info_shows_the_mix(kq_gguf, tmp_pat
     out = str(tmp_path / "m.gcpp")
     assert convert_main([path, out]) == 0  # no --dtype: "source" for a GGUF
     said = capsys.readouterr().out
-    for line in ("Q4_K -> q4_k (exact)", "Q6_K -> q6_k (exact)", "Q5_0 -> q5_0 (exact)", "Q8_0 -> int8 (exact)",
+    for line in ("Q4_K -> q4_k (exact)", "Q5_K -> q5_k (exact)", "Q6_K -> q6_k (exact)", "Q5_0 -> q5_0 (exact)", "Q8_0 -> int8 (exact)",
                  "Q4_0 -> int4 (exact)", "F32 -> f32", "Q4_1 -> bf16 (NOT exact"):
         assert line in said, (line, said)
     assert cpp_main(["info", out]) == 0
     info = capsys.readouterr().out
-    assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q6_k", "int8", "int4", "bf16")), info
+    assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q5_k", "q6_k", "int8", "int4", "bf16")), info

@@ -18,6 +18,7 @@ enum class DType : uint8_t {
   Q5_0 = 5,
   Q4_K = 6,
   Q6_K = 7,
+  Q5_K = 8,
 };
 
 const char* dtype_name(DType t);

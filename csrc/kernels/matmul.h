@@ -54,7 +54,8 @@ using MatmulRowsFn = void (*)(const WeightView& W, const float* X, const Quantiz
                               int64_t T, float* Y, int64_t ldy, int64_t r0, int64_t r1);
 
 inline bool is_quantized(DType t) {
-  return t == DType::Q8 || t == DType::Q4 || t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K;
+  return t == DType::Q8 || t == DType::Q4 || t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K ||
+         t == DType::Q5_K;
 }
 
 #define GEMMA_DECLARE_MATMUL_ROWS(ns)                                                             \

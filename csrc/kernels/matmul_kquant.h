@@ -1,4 +1,4 @@
-// Matmul kernels for the native GGUF block formats (Q5_0, Q4_K, Q6_K; csrc/quant/kquant.h).
+// Matmul kernels for the native GGUF block formats (Q5_0, Q4_K, Q5_K, Q6_K; csrc/quant/kquant.h).
 // Same contract as MatmulRowsFn (matmul.h): rows [r0, r1) of Y = X W^T, with X quantised to int8
 // 32-blocks (QuantizedActs) once per matmul.
 //
@@ -7,7 +7,7 @@
 //
 //   Q5_0:  y += float(sum_j lvl_j qx_j) * (d * dx)
 //   Q6_K:  y += float(sum_j sc_j lvl_j qx_j) * (d * dx)          sc_j: int8, per 16 weights
-//   Q4_K:  y += float(sum_j q_j qx_j) * ((d * sc) * dx) - (dmin * m) * (dx * float(s))
+//   Q4_K, Q5_K:  y += float(sum_j q_j qx_j) * ((d * sc) * dx) - (dmin * m) * (dx * float(s))
 //                                                               s = sum_j qx_j (QuantizedActs::s)
 //
 // DETERMINISM: a kernel computes each (row, token) element with the same instructions in the same

@@ -50,6 +50,19 @@ inline void q4_k_levels(const uint8_t* blk, int c, int8x16_t* w0, int8x16_t* w1)
   }
 }
 
+// Q5_K sub-block c: levels in [0, 31] (Q4_K's nibbles at byte 48, bit c of qh[l] as bit 4).
+inline void q5_k_levels(const uint8_t* blk, int c, int8x16_t* w0, int8x16_t* w1) {
+  const uint8_t* q = blk + 48 + 32 * (c / 2);
+  const int8x16_t sh = vdupq_n_s8(int8_t(-c));
+  for (int half = 0; half < 2; ++half) {
+    const uint8x16_t v = vld1q_u8(q + 16 * half), h = vld1q_u8(blk + 16 + 16 * half);
+    const uint8x16_t lo = (c & 1) ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(15));
+    const uint8x16_t hi = vshlq_n_u8(vandq_u8(vshlq_u8(h, sh), vdupq_n_u8(1)), 4);
+    const int8x16_t w = vreinterpretq_s8_u8(vorrq_u8(lo, hi));
+    if (half == 0) *w0 = w; else *w1 = w;
+  }
+}
+
 // Q6_K chunk c: signed levels in [-32, 31].
 inline void q6_k_levels(const uint8_t* blk, int c, int8x16_t* w0, int8x16_t* w1) {
   const int h = c / 4, cc = c % 4;
@@ -98,8 +111,8 @@ inline void tile(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t
       int sc6[R][16];               // Q6_K: the int8 scales
       float32x4_t mlo[R], mhi[R];   // Q4_K: dmin * m
       for (int i = 0; i < R; ++i) {
-        if constexpr (DT == DType::Q4_K) {
-          blk[i] = row[i] + s * quant::kQ4_KBytes;
+        if constexpr (DT == DType::Q4_K || DT == DType::Q5_K) {
+          blk[i] = row[i] + s * quant::gguf_block_bytes(DT);
           const float d = kf16(blk[i]), dmin = kf16(blk[i] + 2);
           float mf[8];
           for (int c = 0; c < 8; ++c) {
@@ -121,6 +134,7 @@ inline void tile(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t
         int8x16_t w0[R], w1[R];
         for (int i = 0; i < R; ++i) {
           if constexpr (DT == DType::Q4_K) q4_k_levels(blk[i], c, &w0[i], &w1[i]);
+          else if constexpr (DT == DType::Q5_K) q5_k_levels(blk[i], c, &w0[i], &w1[i]);
           else q6_k_levels(blk[i], c, &w0[i], &w1[i]);
         }
         for (int j = 0; j < TT; ++j) {
@@ -129,7 +143,7 @@ inline void tile(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t
           const float dx = xq.d[tb];
           for (int i = 0; i < R; ++i) {
             int32x4_t lanes;
-            if constexpr (DT == DType::Q4_K) {
+            if constexpr (DT != DType::Q6_K) {
               lanes = dot32(w0[i], w1[i], x0, x1);
             } else {
               lanes = vmlaq_n_s32(vmulq_n_s32(vdotq_s32(vdupq_n_s32(0), w0[i], x0), sc6[i][2 * c]),
@@ -139,7 +153,7 @@ inline void tile(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t
           }
         }
       }
-      if constexpr (DT == DType::Q4_K) {
+      if constexpr (DT != DType::Q6_K) {
         for (int j = 0; j < TT; ++j) {
           const int64_t tb0 = (t + j) * nb + 8 * s;
           const float32x4_t dlo = vmulq_f32(vld1q_f32(xq.d + tb0), vcvtq_f32_s32(vld1q_s32(xq.s + tb0)));
@@ -181,6 +195,7 @@ void matmul_rows_kquant(const WeightView& W, const float* X, const QuantizedActs
     case DType::Q5_0: run<DType::Q5_0>(W, *xq, T, Y, ldy, r0, r1); break;
     case DType::Q4_K: run<DType::Q4_K>(W, *xq, T, Y, ldy, r0, r1); break;
     case DType::Q6_K: run<DType::Q6_K>(W, *xq, T, Y, ldy, r0, r1); break;
+    case DType::Q5_K: run<DType::Q5_K>(W, *xq, T, Y, ldy, r0, r1); break;
     default: throw std::invalid_argument("kquant kernel called for a non-GGUF dtype");
   }
 }

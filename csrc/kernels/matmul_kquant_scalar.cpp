@@ -31,13 +31,13 @@ float row_dot(DType dt, const uint8_t* row, const QuantizedActs& xq, int64_t t) 
   }
   for (int64_t i = 0; i < nb / 8; ++i) {
     const int64_t b0 = 8 * i;
-    if (dt == DType::Q4_K) {
-      const uint8_t* blk = row + i * kQ4_KBytes;
+    if (dt == DType::Q4_K || dt == DType::Q5_K) {
+      const uint8_t* blk = row + i * gguf_block_bytes(dt);
       const float d = load_f16(blk), dmin = load_f16(blk + 2);
       for (int c = 0; c < 8; ++c) {
         int sc, m;
         q4k_scale_min(blk + 4, c, &sc, &m);
-        q4_k_levels(blk, c, lvl);
+        if (dt == DType::Q4_K) q4_k_levels(blk, c, lvl); else q5_k_levels(blk, c, lvl);
         const int64_t b = b0 + c;
         acc += float(dot(lvl, xt + b * 32, 32)) * ((d * float(sc)) * dx[b]);
         acc -= (dmin * float(m)) * (dx[b] * float(sx[b]));

@@ -34,6 +34,13 @@ void q4_k_levels(const uint8_t* blk, int c, int8_t lvl[32]) {
   for (int l = 0; l < 32; ++l) lvl[l] = int8_t((q[l] >> shift) & 15);
 }
 
+void q5_k_levels(const uint8_t* blk, int c, int8_t lvl[32]) {
+  const uint8_t* qh = blk + 16;
+  const uint8_t* q = blk + 48 + 32 * (c / 2);
+  const int shift = 4 * (c & 1);
+  for (int l = 0; l < 32; ++l) lvl[l] = int8_t(((q[l] >> shift) & 15) | ((qh[l] >> c) & 1) << 4);
+}
+
 void q6_k_levels(const uint8_t* blk, int c, int8_t lvl[32], int sc[2]) {
   // Halves of 128 weights; within a half, chunk cc < 4 takes low (cc < 2) or high nibbles of
   // ql[32 (cc & 1) + l] and bits 2cc, 2cc+1 of qh[l].
@@ -60,13 +67,13 @@ void gguf_dequantize_row(DType t, const uint8_t* row, int64_t cols, float* out) 
       const float d = load_f16(blk);
       q5_0_levels(blk, lvl);
       for (int l = 0; l < 32; ++l) out[i * 32 + l] = d * float(lvl[l]);
-    } else if (t == DType::Q4_K) {
+    } else if (t == DType::Q4_K || t == DType::Q5_K) {
       const float d = load_f16(blk), dmin = load_f16(blk + 2);
       for (int c = 0; c < 8; ++c) {
         int sc, m;
         q4k_scale_min(blk + 4, c, &sc, &m);
         const float ds = d * float(sc), dm = dmin * float(m);  // both exact in float32
-        q4_k_levels(blk, c, lvl);
+        if (t == DType::Q4_K) q4_k_levels(blk, c, lvl); else q5_k_levels(blk, c, lvl);
         for (int l = 0; l < 32; ++l) out[i * kQK + 32 * c + l] = ds * float(lvl[l]) - dm;
       }
     } else {

@@ -15,6 +15,9 @@
 //                                                   lvl = q in [0,15], scale = d*sc, min = dmin*m
 //   Q6_K (QK 256, 210 B): ql[128] | qh[64] | scales[16] int8 (one per 16 weights) | d f16
 //                        lvl = q - 32 in [-32, 31], scale = d * sc (sc changes every 16 weights)
+//   Q5_K (QK 256, 176 B): d f16 | dmin f16 | scales[12] (as Q4_K) | qh[32] (bit c of byte l: 5th
+//                        bit of sub-block c weight l) | qs[128] (as Q4_K)
+//                                                   lvl = q in [0,31], scale = d*sc, min = dmin*m
 #pragma once
 #include <cstdint>
 
@@ -23,14 +26,16 @@
 namespace gemma::quant {
 
 constexpr int kQK = 256;  // weights per K-quant super-block
-constexpr int kQ5_0Bytes = 22, kQ4_KBytes = 144, kQ6_KBytes = 210;
+constexpr int kQ5_0Bytes = 22, kQ4_KBytes = 144, kQ6_KBytes = 210, kQ5_KBytes = 176;
 
-inline bool is_native_gguf(DType t) { return t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K; }
+inline bool is_native_gguf(DType t) {
+  return t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K || t == DType::Q5_K;
+}
 
 // Weights per block and bytes per block of a native GGUF format.
 inline constexpr int gguf_block_weights(DType t) { return t == DType::Q5_0 ? 32 : kQK; }
 inline constexpr int gguf_block_bytes(DType t) {
-  return t == DType::Q5_0 ? kQ5_0Bytes : (t == DType::Q4_K ? kQ4_KBytes : kQ6_KBytes);
+  return t == DType::Q5_0 ? kQ5_0Bytes : t == DType::Q4_K ? kQ4_KBytes : t == DType::Q5_K ? kQ5_KBytes : kQ6_KBytes;
 }
 
 // Bytes of one row; throws std::invalid_argument when cols is not a multiple of the block size
@@ -58,6 +63,7 @@ inline void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
 // [-32, 31], and sc[0] / sc[1] the int8 scales of weights 0..15 / 16..31.
 void q5_0_levels(const uint8_t* blk, int8_t lvl[32]);
 void q4_k_levels(const uint8_t* blk, int c, int8_t lvl[32]);
+void q5_k_levels(const uint8_t* blk, int c, int8_t lvl[32]);  // lvl in [0, 31]
 void q6_k_levels(const uint8_t* blk, int c, int8_t lvl[32], int sc[2]);
 
 // Quantisers (converter side), `cols` a multiple of the block size; `imp` (may be null): per
@@ -71,7 +77,7 @@ void quantize_row_q4_k(const float* x, int64_t cols, const float* imp, uint8_t* 
 void quantize_row_q5_0(const float* x, int64_t cols, uint8_t* out);
 
 // One row back to float32, bit for bit as gguf.quants.dequantize (and ggml) computes it:
-// Q5_0 d * lvl; Q4_K (d * sc) * q - dmin * m; Q6_K (d * sc) * lvl.
+// Q5_0 d * lvl; Q4_K, Q5_K (d * sc) * q - dmin * m; Q6_K (d * sc) * lvl.
 void gguf_dequantize_row(DType t, const uint8_t* row, int64_t cols, float* out);
 
 }  // namespace gemma::quant

@@ -408,3 +408,13 @@ def test_gemma_convert_says_what_it_kept_and_info_shows_the_mix(kq_gguf, tmp_pat
     assert cpp_main(["info", out]) == 0
     info = capsys.readouterr().out
     assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q5_k", "q6_k", "int8", "int4", "bf16")), info
+
+
+def test_q4_k_quantiser_non_finite_sub_blocks_store_zeros():
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+    x[0, 3], x[1, 40] = np.nan, np.inf
+    blob = _core.quantize(x, "q4_k", 1)
+    assert np.array_equal(blob, _core.quantize(x, "q4_k", 1))  # deterministic bytes
+    back = _core.dequantize(blob, "q4_k", 2, 256)
+    assert np.isfinite(back).all() and not back[0, :32].any() and not back[1, 32:64].any()
+    assert np.abs(back[0, 32:] - x[0, 32:]).max() < 0.25  # the other sub-blocks are unaffected

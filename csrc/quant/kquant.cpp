@@ -135,6 +135,11 @@ float fit_scale_min(const float* x, const float* w, const uint8_t* q, int n, flo
 // weighted error. Candidate level assignments come from a grid of inverse scales around the
 // min/max one (each rounds (x - lo) * iscale); each is refitted by least squares and the best kept.
 void best_scale_min(const float* x, const float* w, float* scale, float* min) {
+  for (int j = 0; j < 32; ++j)
+    if (!std::isfinite(x[j])) {  // as quantize_block does: a non-finite block stores zeros
+      *scale = *min = 0.f;
+      return;
+    }
   float lo = x[0], hi = x[0];
   for (int j = 1; j < 32; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
   lo = std::min(lo, 0.f);  // representable range starts at -min <= 0
@@ -199,6 +204,7 @@ void quantize_row_q4_k(const float* x, int64_t cols, const float* imp, uint8_t* 
       const float* wc = wb + 32 * c;
       float best = INFINITY;
       const int sc0 = sc[c], m0 = m[c];
+      std::memset(lv[c], 0, 32);  // kept if every candidate's error is NaN (non-finite weights)
       for (int ds_i = -1; ds_i <= 1; ++ds_i)
         for (int dm_i = -1; dm_i <= 1; ++dm_i) {
           const int s1 = sc0 + ds_i, m1 = m0 + dm_i;
@@ -207,7 +213,8 @@ void quantize_row_q4_k(const float* x, int64_t cols, const float* imp, uint8_t* 
           float err = 0;
           uint8_t q[32];
           for (int l = 0; l < 32; ++l) {
-            q[l] = uint8_t(ds > 0.f ? clampi(int(round_even((xc[l] + dm) / ds)), 0, 15) : 0);
+            const float v = ds > 0.f ? (xc[l] + dm) / ds : 0.f;
+            q[l] = uint8_t(v > 0.f ? clampi(int(round_even(std::min(v, 15.f))), 0, 15) : 0);  // NaN -> 0
             const float e = ds * float(q[l]) - dm - xc[l];
             err += wc[l] * e * e;
           }

@@ -1,4 +1,5 @@
-"""The native GGUF block formats (q5_0, q4_k, q5_k, q6_k; csrc/quant/kquant.h) and their kernels.
+"""The native GGUF block formats (q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; csrc/quant/kquant.h) and
+their kernels.
 
 * Exactness: random blocks (every bit pattern of the quants, sane f16 scales) dequantised by our
   code equal `gguf.quants.dequantize` bit for bit.
@@ -20,10 +21,10 @@ import pytest
 from gemma_cpp import _core
 
 ISAS = _core.available_isas()
-GGUF_TYPES = {"q5_0": ("Q5_0", 32, 22), "q4_k": ("Q4_K", 256, 144), "q5_k": ("Q5_K", 256, 176),
-              "q6_k": ("Q6_K", 256, 210)}
+GGUF_TYPES = {"q5_0": ("Q5_0", 32, 22), "q4_1": ("Q4_1", 32, 20), "q5_1": ("Q5_1", 32, 24),
+              "q4_k": ("Q4_K", 256, 144), "q5_k": ("Q5_K", 256, 176), "q6_k": ("Q6_K", 256, 210)}
 # byte offsets of the f16 scales inside a block (d, and dmin for Q4_K)
-_F16_AT = {"q5_0": [0], "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208]}
+_F16_AT = {"q5_0": [0], "q4_1": [0, 2], "q5_1": [0, 2], "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208]}
 
 
 def random_blocks(dtype: str, rows: int, cols: int, rng: np.random.Generator, scale: float = 0.02) -> np.ndarray:
@@ -65,7 +66,7 @@ def test_row_bytes_and_bad_widths(dtype):
     assert _core.row_bytes(dtype, 4 * qk) == 4 * nbytes
     with pytest.raises(ValueError, match=f"multiple of {qk}"):
         _core.row_bytes(dtype, qk + 32 if qk > 32 else 33)
-    if dtype in ("q5_k", "q6_k"):  # imported only; q4_k and q5_0 have quantisers (tested below)
+    if dtype not in ("q4_k", "q5_0"):  # imported only; q4_k and q5_0 have quantisers (tested below)
         with pytest.raises(ValueError, match="no quantiser"):
             _core.quantize(np.zeros((1, qk), np.float32), dtype, 1)
 
@@ -126,7 +127,7 @@ KQ_SPEC = dict(family=3, hidden_size=256, intermediate_size=256, num_attention_h
 
 def _gguf_blocks(ckpt: str, rng: np.random.Generator) -> dict:
     """A Q4_K_M-like mix over two layers (GGUF name -> (type, bytes)): fused q/k/v and gate/up
-    parts of different types, every native type, and one Q4_1 tensor (no exact .gcpp dtype)."""
+    parts of different types, every native type, and one Q3_K tensor (no exact .gcpp dtype)."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -140,6 +141,12 @@ def _gguf_blocks(ckpt: str, rng: np.random.Generator) -> dict:
         rows, cols = state[hf].shape
         return qt[t.upper()], random_blocks(t, rows, cols, rng, scale={"q4_k": 1e-3, "q5_k": 5e-4, "q6_k": 1.6e-2}[t])
 
+    def q3_k(hf: str):  # a type with no exact .gcpp dtype: random blocks, d (bytes 108-109) small
+        rows, cols = state[hf].shape
+        raw = rng.integers(0, 256, size=(rows * cols // 256, 110), dtype=np.uint8)
+        raw[:, 108:110] = (np.abs(rng.standard_normal(len(raw))) * 2e-3).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        return qt.Q3_K, raw.reshape(rows, -1)
+
     p = "model.layers.{}.{}.weight"
     return {
         "blk.0.attn_q.weight": quant(p.format(0, "self_attn.q_proj"), "Q5_0"),
@@ -152,9 +159,9 @@ def _gguf_blocks(ckpt: str, rng: np.random.Generator) -> dict:
         "blk.1.attn_q.weight": quant(p.format(1, "self_attn.q_proj"), "Q4_0"),
         "blk.1.attn_k.weight": quant(p.format(1, "self_attn.k_proj"), "Q4_0"),
         "blk.1.attn_v.weight": quant(p.format(1, "self_attn.v_proj"), "Q4_0"),
-        "blk.1.attn_output.weight": rand(p.format(1, "self_attn.o_proj"), "q6_k"),
-        "blk.1.ffn_gate.weight": quant(p.format(1, "mlp.gate_proj"), "Q5_0"),
-        "blk.1.ffn_up.weight": quant(p.format(1, "mlp.up_proj"), "Q4_1"),
+        "blk.1.attn_output.weight": quant(p.format(1, "self_attn.o_proj"), "Q5_1"),
+        "blk.1.ffn_gate.weight": quant(p.format(1, "mlp.gate_proj"), "Q4_1"),
+        "blk.1.ffn_up.weight": q3_k(p.format(1, "mlp.up_proj")),
         "blk.1.ffn_down.weight": rand(p.format(1, "mlp.down_proj"), "q5_k"),
     }
 
@@ -198,7 +205,8 @@ def test_gguf_source_import_is_exact(kq_gguf):
     assert dtypes["layers.0.o"] == [("layers.0.o", "q4_k")] and dtypes["layers.0.down"] == [("layers.0.down", "q6_k")]
     assert dtypes["layers.1.down"] == [("layers.1.down", "q5_k")]
     assert dtypes["layers.1.qkv"] == [("layers.1.qkv", "int4")] and dtypes["embed"] == [("embed", "int8")]
-    assert dtypes["layers.1.gate_up"] == [("layers.1.gate_up#0", "q5_0"), ("layers.1.gate_up#1", "bf16")]
+    assert dtypes["layers.1.gate_up"] == [("layers.1.gate_up#0", "q4_1"), ("layers.1.gate_up#1", "bf16")]
+    assert dtypes["layers.1.o"] == [("layers.1.o", "q5_1")]
     p = "model.layers.{}.{}.weight"
     for i in (0, 1):
         want = {
@@ -209,7 +217,7 @@ def test_gguf_source_import_is_exact(kq_gguf):
         }
         for name, w in want.items():
             got = np.concatenate([v for _, _, v in stored[f"layers.{i}.{name}"]])
-            if (i, name) == (1, "gate_up"):  # Q4_1 up rows: bf16, the one inexact part
+            if (i, name) == (1, "gate_up"):  # Q3_K up rows: bf16, the one inexact part
                 import ml_dtypes
 
                 w = w.copy()
@@ -403,11 +411,12 @@ def test_gemma_convert_says_what_it_kept_and_info_shows_the_mix(kq_gguf, tmp_pat
     assert convert_main([path, out]) == 0  # no --dtype: "source" for a GGUF
     said = capsys.readouterr().out
     for line in ("Q4_K -> q4_k (exact)", "Q5_K -> q5_k (exact)", "Q6_K -> q6_k (exact)", "Q5_0 -> q5_0 (exact)", "Q8_0 -> int8 (exact)",
-                 "Q4_0 -> int4 (exact)", "F32 -> f32", "Q4_1 -> bf16 (NOT exact"):
+                 "Q4_0 -> int4 (exact)", "Q4_1 -> q4_1 (exact)", "Q5_1 -> q5_1 (exact)", "F32 -> f32",
+                 "Q3_K -> bf16 (NOT exact"):
         assert line in said, (line, said)
     assert cpp_main(["info", out]) == 0
     info = capsys.readouterr().out
-    assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q5_k", "q6_k", "int8", "int4", "bf16")), info
+    assert all(f"{d}: " in info for d in ("q4_k", "q5_0", "q4_1", "q5_1", "q5_k", "q6_k", "int8", "int4", "bf16")), info
 
 
 def test_q4_k_quantiser_non_finite_sub_blocks_store_zeros():

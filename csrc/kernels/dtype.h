@@ -19,6 +19,8 @@ enum class DType : uint8_t {
   Q4_K = 6,
   Q6_K = 7,
   Q5_K = 8,
+  Q4_1 = 9,
+  Q5_1 = 10,
 };
 
 const char* dtype_name(DType t);

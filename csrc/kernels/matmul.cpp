@@ -27,6 +27,8 @@ const char* dtype_name(DType t) {
     case DType::Q4_K: return "q4_k";
     case DType::Q6_K: return "q6_k";
     case DType::Q5_K: return "q5_k";
+    case DType::Q4_1: return "q4_1";
+    case DType::Q5_1: return "q5_1";
   }
   return "?";
 }
@@ -41,8 +43,10 @@ DType dtype_from_name(const std::string& n) {
   if (n == "q4_k") return DType::Q4_K;
   if (n == "q6_k") return DType::Q6_K;
   if (n == "q5_k") return DType::Q5_K;
+  if (n == "q4_1") return DType::Q4_1;
+  if (n == "q5_1") return DType::Q5_1;
   throw std::invalid_argument("unknown dtype '" + n +
-                              "' (expected f32, bf16, f16, int8, int4, q5_0, q4_k, q5_k or q6_k)");
+                              "' (expected f32, bf16, f16, int8, int4, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k)");
 }
 
 int64_t row_bytes(DType dtype, int64_t cols) { return quant::row_bytes(dtype, cols); }

@@ -55,7 +55,7 @@ using MatmulRowsFn = void (*)(const WeightView& W, const float* X, const Quantiz
 
 inline bool is_quantized(DType t) {
   return t == DType::Q8 || t == DType::Q4 || t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K ||
-         t == DType::Q5_K;
+         t == DType::Q5_K || t == DType::Q4_1 || t == DType::Q5_1;
 }
 
 #define GEMMA_DECLARE_MATMUL_ROWS(ns)                                                             \

@@ -6,6 +6,7 @@
 // levels with the activation block's int8 values (exact, in int32), then scales them in float:
 //
 //   Q5_0:  y += float(sum_j lvl_j qx_j) * (d * dx)
+//   Q4_1, Q5_1:  y += float(sum_j q_j qx_j) * (d * dx) + m * (dx * float(s))
 //   Q6_K:  y += float(sum_j sc_j lvl_j qx_j) * (d * dx)          sc_j: int8, per 16 weights
 //   Q4_K, Q5_K:  y += float(sum_j q_j qx_j) * ((d * sc) * dx) - (dmin * m) * (dx * float(s))
 //                                                               s = sum_j qx_j (QuantizedActs::s)

@@ -21,20 +21,28 @@ inline int32x4_t dot32(int8x16_t w0, int8x16_t w1, int8x16_t x0, int8x16_t x1) {
   return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0), w1, x1);
 }
 
-// Q5_0: weights 0..15 / 16..31 as signed levels in [-16, 15].
-inline void q5_0_levels(const uint8_t* blk, int8x16_t* w0, int8x16_t* w1) {
-  const uint8x16_t qs = vld1q_u8(blk + 6);
+// Q5_0 / Q4_1 / Q5_1: weights 0..15 / 16..31 as levels (Q5_0 signed in [-16, 15]; Q4_1, Q5_1
+// unsigned in [0, 15] / [0, 31]).
+template <DType DT>
+inline void q32_levels(const uint8_t* blk, int8x16_t* w0, int8x16_t* w1) {
+  constexpr int qs_at = DT == DType::Q5_0 ? 6 : DT == DType::Q4_1 ? 4 : 8;
+  const uint8x16_t qs = vld1q_u8(blk + qs_at);
+  if constexpr (DT == DType::Q4_1) {
+    *w0 = vreinterpretq_s8_u8(vandq_u8(qs, vdupq_n_u8(15)));
+    *w1 = vreinterpretq_s8_u8(vshrq_n_u8(qs, 4));
+    return;
+  }
   uint32_t qh;
-  std::memcpy(&qh, blk + 2, 4);
+  std::memcpy(&qh, blk + (DT == DType::Q5_0 ? 2 : 4), 4);
   static const uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
   const uint8x16_t bits = vld1q_u8(kBits);
   const uint8x16_t b0 = vcombine_u8(vdup_n_u8(uint8_t(qh)), vdup_n_u8(uint8_t(qh >> 8)));
   const uint8x16_t b1 = vcombine_u8(vdup_n_u8(uint8_t(qh >> 16)), vdup_n_u8(uint8_t(qh >> 24)));
   const uint8x16_t h0 = vandq_u8(vtstq_u8(b0, bits), vdupq_n_u8(16));
   const uint8x16_t h1 = vandq_u8(vtstq_u8(b1, bits), vdupq_n_u8(16));
-  const int8x16_t sixteen = vdupq_n_s8(16);
-  *w0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(qs, vdupq_n_u8(15)), h0)), sixteen);
-  *w1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(qs, 4), h1)), sixteen);
+  const int8x16_t off = vdupq_n_s8(DT == DType::Q5_0 ? 16 : 0);
+  *w0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(qs, vdupq_n_u8(15)), h0)), off);
+  *w1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(qs, 4), h1)), off);
 }
 
 // Q4_K sub-block c: levels in [0, 15].
@@ -87,21 +95,25 @@ inline void tile(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t
   float32x4_t acc[R][TT];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < TT; ++j) acc[i][j] = vdupq_n_f32(0.f);
-  if constexpr (DT == DType::Q5_0) {
+  if constexpr (quant::is_gguf_32(DT)) {
     for (int64_t b = 0; b < nb; ++b) {
       int8x16_t w0[R], w1[R];
-      float d[R];
+      float d[R], m[R];
       for (int i = 0; i < R; ++i) {
-        const uint8_t* blk = row[i] + b * quant::kQ5_0Bytes;
+        const uint8_t* blk = row[i] + b * quant::gguf_block_bytes(DT);
         d[i] = kf16(blk);
-        q5_0_levels(blk, &w0[i], &w1[i]);
+        m[i] = DT == DType::Q5_0 ? 0.f : kf16(blk + 2);
+        q32_levels<DT>(blk, &w0[i], &w1[i]);
       }
       for (int j = 0; j < TT; ++j) {
         const int64_t tb = (t + j) * nb + b;
         const int8x16_t x0 = vld1q_s8(xq.q + tb * 32), x1 = vld1q_s8(xq.q + tb * 32 + 16);
         const float dx = xq.d[tb];
-        for (int i = 0; i < R; ++i)
+        const float32x4_t dxs = vsetq_lane_f32(dx * float(xq.s[tb]), vdupq_n_f32(0.f), 0);  // lane 0
+        for (int i = 0; i < R; ++i) {
           acc[i][j] = vfmaq_n_f32(acc[i][j], vcvtq_f32_s32(dot32(w0[i], w1[i], x0, x1)), d[i] * dx);
+          if constexpr (DT != DType::Q5_0) acc[i][j] = vfmaq_n_f32(acc[i][j], dxs, m[i]);  // + m (dx s)
+        }
       }
     }
   } else {
@@ -193,6 +205,8 @@ void matmul_rows_kquant(const WeightView& W, const float* X, const QuantizedActs
                         int64_t ldy, int64_t r0, int64_t r1) {
   switch (W.dtype) {
     case DType::Q5_0: run<DType::Q5_0>(W, *xq, T, Y, ldy, r0, r1); break;
+    case DType::Q4_1: run<DType::Q4_1>(W, *xq, T, Y, ldy, r0, r1); break;
+    case DType::Q5_1: run<DType::Q5_1>(W, *xq, T, Y, ldy, r0, r1); break;
     case DType::Q4_K: run<DType::Q4_K>(W, *xq, T, Y, ldy, r0, r1); break;
     case DType::Q6_K: run<DType::Q6_K>(W, *xq, T, Y, ldy, r0, r1); break;
     case DType::Q5_K: run<DType::Q5_K>(W, *xq, T, Y, ldy, r0, r1); break;

@@ -29,6 +29,15 @@ float row_dot(DType dt, const uint8_t* row, const QuantizedActs& xq, int64_t t) 
     }
     return acc;
   }
+  if (dt == DType::Q4_1 || dt == DType::Q5_1) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + b * gguf_block_bytes(dt);
+      if (dt == DType::Q4_1) q4_1_levels(blk, lvl); else q5_1_levels(blk, lvl);
+      acc += float(dot(lvl, xt + b * 32, 32)) * (load_f16(blk) * dx[b]);
+      acc += load_f16(blk + 2) * (dx[b] * float(sx[b]));
+    }
+    return acc;
+  }
   for (int64_t i = 0; i < nb / 8; ++i) {
     const int64_t b0 = 8 * i;
     if (dt == DType::Q4_K || dt == DType::Q5_K) {

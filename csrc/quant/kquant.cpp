@@ -28,6 +28,19 @@ void q5_0_levels(const uint8_t* blk, int8_t lvl[32]) {
   }
 }
 
+// Nibbles of qs[16] (weight j low, j + 16 high) plus, when qh is given, bit j of qh as bit 4.
+static void nibble_levels(const uint8_t* qs, const uint8_t* qh_bytes, int8_t lvl[32]) {
+  uint32_t qh = 0;
+  if (qh_bytes) std::memcpy(&qh, qh_bytes, 4);
+  for (int j = 0; j < 16; ++j) {
+    lvl[j] = int8_t((qs[j] & 15) | ((qh >> j) & 1) << 4);
+    lvl[j + 16] = int8_t((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+  }
+}
+
+void q4_1_levels(const uint8_t* blk, int8_t lvl[32]) { nibble_levels(blk + 4, nullptr, lvl); }
+void q5_1_levels(const uint8_t* blk, int8_t lvl[32]) { nibble_levels(blk + 8, blk + 4, lvl); }
+
 void q4_k_levels(const uint8_t* blk, int c, int8_t lvl[32]) {
   const uint8_t* q = blk + 16 + 32 * (c / 2);
   const int shift = 4 * (c & 1);
@@ -67,6 +80,13 @@ void gguf_dequantize_row(DType t, const uint8_t* row, int64_t cols, float* out) 
       const float d = load_f16(blk);
       q5_0_levels(blk, lvl);
       for (int l = 0; l < 32; ++l) out[i * 32 + l] = d * float(lvl[l]);
+    } else if (t == DType::Q4_1 || t == DType::Q5_1) {
+      const float d = load_f16(blk), m = load_f16(blk + 2);
+      if (t == DType::Q4_1) q4_1_levels(blk, lvl); else q5_1_levels(blk, lvl);
+      for (int l = 0; l < 32; ++l) {
+        const float dq = d * float(lvl[l]);  // exact; then one rounding, as gguf's (d * q) + m
+        out[i * 32 + l] = dq + m;
+      }
     } else if (t == DType::Q4_K || t == DType::Q5_K) {
       const float d = load_f16(blk), dmin = load_f16(blk + 2);
       for (int c = 0; c < 8; ++c) {

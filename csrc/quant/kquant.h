@@ -10,6 +10,8 @@
 //
 //   Q5_0 (QK 32, 22 B):  d f16 | qh u32 (bit j = 5th bit of weight j) | qs[16] (byte j: weight j
 //                        low nibble, weight j+16 high nibble)           lvl = q - 16, scale = d
+//   Q4_1 (QK 32, 20 B):  d f16 | m f16 | qs[16] (as Q5_0)                   lvl = q in [0, 15], min = -m
+//   Q5_1 (QK 32, 24 B):  d f16 | m f16 | qh u32 | qs[16] (as Q5_0)          lvl = q in [0, 31], min = -m
 //   Q4_K (QK 256, 144 B): d f16 | dmin f16 | scales[12] (8 x 6-bit sc, 8 x 6-bit m, packed) |
 //                        qs[128] (byte 32p+l: sub-block 2p weight l low nibble, 2p+1 high)
 //                                                   lvl = q in [0,15], scale = d*sc, min = dmin*m
@@ -26,16 +28,25 @@
 namespace gemma::quant {
 
 constexpr int kQK = 256;  // weights per K-quant super-block
-constexpr int kQ5_0Bytes = 22, kQ4_KBytes = 144, kQ6_KBytes = 210, kQ5_KBytes = 176;
+constexpr int kQ5_0Bytes = 22, kQ4_1Bytes = 20, kQ5_1Bytes = 24, kQ4_KBytes = 144, kQ5_KBytes = 176,
+              kQ6_KBytes = 210;
 
 inline bool is_native_gguf(DType t) {
-  return t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K || t == DType::Q5_K;
+  return t == DType::Q5_0 || t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K ||
+         t == DType::Q6_K;
 }
+// The 32-weight formats (one block per activation block).
+inline constexpr bool is_gguf_32(DType t) { return t == DType::Q5_0 || t == DType::Q4_1 || t == DType::Q5_1; }
 
 // Weights per block and bytes per block of a native GGUF format.
-inline constexpr int gguf_block_weights(DType t) { return t == DType::Q5_0 ? 32 : kQK; }
+inline constexpr int gguf_block_weights(DType t) { return is_gguf_32(t) ? 32 : kQK; }
 inline constexpr int gguf_block_bytes(DType t) {
-  return t == DType::Q5_0 ? kQ5_0Bytes : t == DType::Q4_K ? kQ4_KBytes : t == DType::Q5_K ? kQ5_KBytes : kQ6_KBytes;
+  return t == DType::Q5_0   ? kQ5_0Bytes
+         : t == DType::Q4_1 ? kQ4_1Bytes
+         : t == DType::Q5_1 ? kQ5_1Bytes
+         : t == DType::Q4_K ? kQ4_KBytes
+         : t == DType::Q5_K ? kQ5_KBytes
+                            : kQ6_KBytes;
 }
 
 // Bytes of one row; throws std::invalid_argument when cols is not a multiple of the block size
@@ -62,6 +73,9 @@ inline void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
 // matches. Q5_0: c = 0, lvl in [-16, 15]. Q4_K: c < 8, lvl in [0, 15]. Q6_K: c < 8, lvl in
 // [-32, 31], and sc[0] / sc[1] the int8 scales of weights 0..15 / 16..31.
 void q5_0_levels(const uint8_t* blk, int8_t lvl[32]);
+// Q4_1 / Q5_1: unsigned levels in [0, 15] / [0, 31]; w = d * lvl + m.
+void q4_1_levels(const uint8_t* blk, int8_t lvl[32]);
+void q5_1_levels(const uint8_t* blk, int8_t lvl[32]);
 void q4_k_levels(const uint8_t* blk, int c, int8_t lvl[32]);
 void q5_k_levels(const uint8_t* blk, int c, int8_t lvl[32]);  // lvl in [0, 31]
 void q6_k_levels(const uint8_t* blk, int c, int8_t lvl[32], int sc[2]);
@@ -77,7 +91,7 @@ void quantize_row_q4_k(const float* x, int64_t cols, const float* imp, uint8_t* 
 void quantize_row_q5_0(const float* x, int64_t cols, uint8_t* out);
 
 // One row back to float32, bit for bit as gguf.quants.dequantize (and ggml) computes it:
-// Q5_0 d * lvl; Q4_K, Q5_K (d * sc) * q - dmin * m; Q6_K (d * sc) * lvl.
+// Q5_0 d * lvl; Q4_1, Q5_1 d * lvl + m; Q4_K, Q5_K (d * sc) * q - dmin * m; Q6_K (d * sc) * lvl.
 void gguf_dequantize_row(DType t, const uint8_t* row, int64_t cols, float* out);
 
 }  // namespace gemma::quant

@@ -20,7 +20,9 @@ int64_t row_bytes(DType dtype, int64_t cols) {
     case DType::Q5_0:
     case DType::Q4_K:
     case DType::Q6_K:
-    case DType::Q5_K: return gguf_row_bytes(dtype, cols);
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: return gguf_row_bytes(dtype, cols);
   }
   throw std::invalid_argument(std::string("row_bytes: unsupported dtype ") + dtype_name(dtype));
 }
@@ -126,7 +128,7 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
                    int n_threads, const float* imp) {
   const int64_t rb = row_bytes(dtype, cols);
-  if (dtype == DType::Q6_K || dtype == DType::Q5_K)
+  if (dtype == DType::Q6_K || dtype == DType::Q5_K || dtype == DType::Q4_1 || dtype == DType::Q5_1)
     throw std::invalid_argument(std::string("quantize: ") + dtype_name(dtype) +
                                 " is imported from GGUF files as is; there is no quantiser for it");
 #pragma omp parallel for num_threads(n_threads) schedule(static)
@@ -150,7 +152,9 @@ void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, ui
       case DType::Q4_K: quantize_row_q4_k(x, cols, imp, out); break;
       case DType::Q5_0: quantize_row_q5_0(x, cols, out); break;
       case DType::Q6_K:
-      case DType::Q5_K: break;  // refused above
+      case DType::Q5_K:
+      case DType::Q4_1:
+      case DType::Q5_1: break;  // refused above
     }
   }
 }
@@ -194,7 +198,9 @@ void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {
     case DType::Q5_0:
     case DType::Q4_K:
     case DType::Q6_K:
-    case DType::Q5_K: gguf_dequantize_row(dtype, row, cols, out); return;
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: gguf_dequantize_row(dtype, row, cols, out); return;
   }
   throw std::invalid_argument(std::string("dequantize_row: unsupported dtype ") + dtype_name(dtype));
 }

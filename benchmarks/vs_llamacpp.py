@@ -39,6 +39,12 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+# The environment a user's shell would give each engine, captured before anything is imported
+# (an earlier gemma_cpp set OMP_WAIT_POLICY=PASSIVE at import, which halved llama.cpp's
+# 2-thread decode when llama-bench inherited it). Both engines' thread settings are recorded.
+CLEAN_ENV = dict(os.environ)
+THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "GGML_")
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -290,7 +296,7 @@ def llama_one(bins, model: Path, kind: str, n: int, threads: int, timeout: float
     cmd = [str(bins["llama-bench"]), "-m", str(model), "-p", str(p), "-n", str(g), "-t", str(threads),
            "-r", "1", "-o", "json"]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV)
     except subprocess.TimeoutExpired:
         raise NA(f"llama-bench exceeded {timeout:.0f}s") from None
     if r.returncode != 0:
@@ -400,6 +406,8 @@ def parse_args(argv=None):
     ap.add_argument("--work-dir", default=None, help="where weights go (default <cache>/gemma_cpp/vs_llamacpp)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--no-save", action="store_true", help="print only")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="build llama.cpp and write every model file, then stop (no timing: can run on a busy machine)")
     ap.add_argument("--quiet-threshold", type=float, default=0.3,
                     help="other load (busy cores) below which the machine counts as quiet (default 0.3)")
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest wait for a quiet machine per run (s)")
@@ -567,6 +575,9 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
     out.append(f"- gemma_cpp: {o.get('version', '?')} @ {o.get('git_commit', '?')}"
                f"{' (dirty tree)' if o.get('git_dirty') else ''}, ISA {sysinfo.get('isa', '?')}; "
                f"timer: {o.get('bench')}" + (f"; {o['error']}" if o.get("error") else ""))
+    te = meta.get("thread_env") or {}
+    out.append(f"- thread environment: llama.cpp {te.get('llama_cpp') or 'none set'}, "
+               f"gemma_cpp {te.get('ours') or 'none set'}")
     out.append(f"- runs: {meta['reps']} repetitions per cell, engines alternated (A B, B A, …), each run after "
                f"waiting for other load < {meta['quiet_threshold']} cores (max {meta['max_wait']:.0f} s) and "
                f"repeated (≤ {meta.get('retries', 0)}×) if other load during it reached that; "
@@ -620,6 +631,9 @@ def main(argv=None) -> int:
         log(f"warning: {ours_meta['error']} — our rows will be n/a")
     jobs = prepare(args, bins, work)
     t_prep = time.time() - t_start
+    if args.prepare_only:
+        log(f"[prepare] {len(jobs)} model/type pairs ready in {t_prep:.0f} s under {work}")
+        return 0
     log(f"[run] measuring ({len(jobs)} model/type pairs × {len(args.threads)} thread counts × "
         f"{len(args.tests)} tests × {args.reps} reps, alternating engines) ...")
     rows = measure(args, bins, jobs)
@@ -643,6 +657,10 @@ def main(argv=None) -> int:
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/vs_llamacpp.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(), "ours": ours_meta,
+        # The thread-related environment each engine ran with (llama-bench: CLEAN_ENV; ours: this
+        # process's, which gemma_cpp no longer changes).
+        "thread_env": {"llama_cpp": {k: v for k, v in CLEAN_ENV.items() if k.startswith(THREAD_ENV_PREFIXES)},
+                       "ours": {k: v for k, v in os.environ.items() if k.startswith(THREAD_ENV_PREFIXES)}},
         "llama_cpp": {"version": llama_version, "sdist": f"{lb.LLAMA_SDIST}=={lb.LLAMA_SDIST_VERSION}",
                       "cmake": " ".join(f for f in lb.CMAKE_FLAGS if "NATIVE" in f or "BUILD_TYPE" in f),
                       "build_info": build_info.read_text().strip() if build_info.exists() else None},

@@ -2,6 +2,7 @@
 # Kept separate from CMakeLists.txt so a plain cross build (NEON under qemu) can reuse it.
 
 set(GEMMA_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/io/mapped_file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/isa.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul.cpp
@@ -12,6 +13,7 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/kquant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/sample/sampler.cpp
 )
@@ -35,7 +37,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   if(EXISTS ${_avx512})
     list(APPEND GEMMA_CORE_SOURCES ${_avx512})
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
-      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX512)
     set(_kq_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_kquant_avx512.cpp)
     list(APPEND GEMMA_CORE_SOURCES ${_kq_avx512})
@@ -57,5 +59,5 @@ endif()
 add_library(gemma_core STATIC ${GEMMA_CORE_SOURCES})
 target_include_directories(gemma_core PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../csrc)
 target_compile_definitions(gemma_core PUBLIC ${GEMMA_ISA_DEFINES})
-target_link_libraries(gemma_core PUBLIC OpenMP::OpenMP_CXX)
+target_link_libraries(gemma_core PUBLIC Threads::Threads)
 target_compile_options(gemma_core PRIVATE -Wall -Wextra -Wno-unused-parameter)

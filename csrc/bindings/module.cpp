@@ -4,8 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -60,9 +58,19 @@ ModelConfig config_from_dict(py::dict d) {
   return c;
 }
 
+// Test-only: a Python callable run at each interrupt check (between layers of a forward), so a
+// test can raise a signal from inside the prefill at a known point instead of racing a timer.
+// Owned reference, or null; set and read with the GIL held.
+PyObject* g_check_hook = nullptr;
+
 // Between layers of a long forward: let Python see Ctrl-C (only acts on the main thread).
 void check_signals() {
   py::gil_scoped_acquire gil;
+  if (g_check_hook != nullptr) {
+    PyObject* r = PyObject_CallNoArgs(g_check_hook);
+    if (r == nullptr) throw py::error_already_set();
+    Py_DECREF(r);
+  }
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
@@ -74,8 +82,8 @@ int default_threads() {
 // A session with its sampler and the logits of the last evaluated position.
 class PySession {
  public:
-  PySession(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed)
-      : session_(std::move(model), max_seq_len, n_threads), sampler_(seed) {}
+  PySession(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, uint64_t seed, KvDType kv)
+      : session_(std::move(model), max_seq_len, n_threads, kv), sampler_(seed) {}
 
   // Runs tokens through the model. Returns [n, vocab] logits if all_logits, else None
   // (the last position's logits are kept for sample()).
@@ -198,10 +206,15 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
   py::class_<PySession>(m, "Session")
-      .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed) {
-             return new PySession(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed);
+      .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed,
+                       const std::string& kv_dtype) {
+             return new PySession(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
+                                  kv_dtype_from_name(kv_dtype));
            }),
-           py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("seed") = 0)
+           py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("seed") = 0,
+           py::arg("kv_dtype") = "f32")
+      .def_property_readonly("kv_dtype", [](PySession& s) { return std::string(kv_dtype_name(s.session().kv_cache().dtype())); })
+      .def_property_readonly("kv_bytes_per_token", [](PySession& s) { return s.session().kv_cache().bytes_per_position(); })
       .def("eval", &PySession::eval, py::arg("tokens"), py::arg("all_logits") = false)
       .def("sample", &PySession::sample, py::arg("params"))
       .def("step", &PySession::step, py::arg("token"), py::arg("params"))
@@ -298,5 +311,12 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_threads", &default_threads);
-  m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
+  m.def(
+      "_set_interrupt_check_hook",
+      [](py::object fn) {
+        PyObject* old = g_check_hook;
+        g_check_hook = fn.is_none() ? nullptr : fn.inc_ref().ptr();
+        Py_XDECREF(old);
+      },
+      py::arg("fn"), "Test-only: call fn() at every Ctrl-C check inside a forward (None removes it).");
 }

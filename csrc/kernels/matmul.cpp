@@ -1,8 +1,6 @@
 // Dispatch and threading for the matmul kernels: split output rows in contiguous chunks
-// (one ascending stream of weights per thread) and run the active ISA's kernel on each.
+// (one region of weights per thread) and run the active ISA's kernel on each.
 #include "kernels/matmul.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cpu/thread_pool.h"
 #include "kernels/matmul_kquant.h"
 #include "quant/kquant.h"
 #include "quant/quant.h"
@@ -121,7 +120,7 @@ void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, fl
 }
 
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
-                int n_threads) {
+                ThreadPool& pool) {
   MatmulRowsFn fn = quant::is_native_gguf(W.dtype) ? kquant_kernel_for(isa) : kernel_for(isa);
   const int64_t rows = W.rows;
   // Quantised weights: quantise the activations once here, not per row chunk or per thread.
@@ -136,33 +135,41 @@ void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* 
     const size_t nq = size_t(T * xq.nb * quant::kBlock), nd = size_t(T * xq.nb);
     if (qbuf.size() < nq) qbuf.resize(nq);
     if (dbuf.size() < nd) dbuf.resize(nd), sbuf.resize(nd);
-    quantize_activations(X, T, W.cols, qbuf.data(), dbuf.data(), sbuf.data());
+    // (Pointers, not the thread_local vectors: inside a worker those names are its own.)
+    const int64_t nb = xq.nb, K = W.cols;
+    int8_t* q = qbuf.data();
+    float* d = dbuf.data();
+    int32_t* sums = sbuf.data();
+    const auto quantize_tokens = [&](int64_t t0, int64_t t1) {
+      quantize_activations(X + t0 * K, t1 - t0, K, q + t0 * nb * quant::kBlock, d + t0 * nb, sums + t0 * nb);
+    };
+    if (T >= 16) {
+      pool.parallel_for(T, 1, quantize_tokens);
+    } else {
+      quantize_tokens(0, T);
+    }
     xq.q = qbuf.data();
     xq.d = dbuf.data();
     xq.s = sbuf.data();
     xqp = &xq;
   }
   // Small products are not worth waking threads for.
-  if (n_threads <= 1 || rows < 64 || rows * W.cols * T < (1 << 16)) {
+  if (pool.size() <= 1 || rows < 64 || rows * W.cols * T < (1 << 16)) {
     fn(W, X, xqp, T, Y, ldy, 0, rows);
     return;
   }
-  // Contiguous chunks, rounded to multiples of 16 rows so SIMD kernels can tile.
-  const int nt = n_threads;
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num();
-    const int n = omp_get_num_threads();
-    int64_t per = (rows + n - 1) / n;
-    per = (per + 15) / 16 * 16;
-    const int64_t r0 = std::min<int64_t>(rows, per * tid);
-    const int64_t r1 = std::min<int64_t>(rows, r0 + per);
-    if (r0 < r1) fn(W, X, xqp, T, Y, ldy, r0, r1);
-  }
+  // Contiguous chunks of whole 16-row groups (the SIMD kernels' lane groups), one per thread.
+  pool.parallel_for(rows, 16, [&](int64_t r0, int64_t r1) { fn(W, X, xqp, T, Y, ldy, r0, r1); });
 }
 
-void matmul(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy, int n_threads) {
-  matmul_isa(active_isa(), W, X, T, Y, ldy, n_threads);
+void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
+                int n_threads) {
+  ThreadPool pool(n_threads);
+  matmul_isa(isa, W, X, T, Y, ldy, pool);
+}
+
+void matmul(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool) {
+  matmul_isa(active_isa(), W, X, T, Y, ldy, pool);
 }
 
 }  // namespace gemma

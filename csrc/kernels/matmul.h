@@ -25,10 +25,16 @@ struct WeightView {
 // Bytes one row of `cols` elements occupies in format `dtype`.
 int64_t row_bytes(DType dtype, int64_t cols);
 
-// Y (T x ldy, first W.rows columns written) = X (T x W.cols) * W^T, split over n_threads.
-void matmul(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy, int n_threads);
+class ThreadPool;
+
+// Y (T x ldy, first W.rows columns written) = X (T x W.cols) * W^T, output rows split over the
+// pool's threads in contiguous chunks (threads never split a reduction).
+void matmul(const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool);
 
 // Same with an explicit ISA (tests compare every ISA against Isa::Scalar).
+void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
+                ThreadPool& pool);
+// Same on a pool of n_threads made for this call (tests and the Python binding).
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
                 int n_threads);
 

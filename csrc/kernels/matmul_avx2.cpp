@@ -1,34 +1,49 @@
 // AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; dispatched only on CPUs that
-// have them). The shared tile code is matmul_x86.inc; this file supplies the int8 dot product.
+// have them). int8/int4 weights: matmul_quant_avx2.inc (8 rows per vector); float weights: the
+// shared tiles of matmul_x86.inc.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/quant_canonical.h"
 #include "quant/quant.h"
 
 namespace gemma::avx2 {
 namespace {
 
-// int8 x int8 with vpmaddubsw, which multiplies UNSIGNED by signed bytes: use |w| as the unsigned
-// operand and move w's sign onto x (vpsignb): |w| * sign(w) x = w x. Pairs sum to at most
-// 2 * 127 * 127 < 32767 (levels are in [-127, 127], never -128), so the int16 step cannot
-// saturate; vpmaddwd with ones widens pairs of pairs to int32.
-struct IntDot {
-  static __m256i prep_w(__m256i w) { return _mm256_sign_epi8(w, w); }  // |w|
-  static __m256i prep_x(__m256i x) { return x; }
-  static __m256i dot(__m256i w, __m256i abs_w, __m256i x) {
-    const __m256i p16 = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(x, w));
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+// Float weights in ymm: 8 lanes; bf16 widens to f32 by a shift, f16 with F16C.
+struct FV {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load_x(const float* p) { return _mm256_loadu_ps(p); }
+  template <DType DT>
+  static V load_w(const uint8_t* row, int64_t k) {
+    if constexpr (DT == DType::F32) {
+      return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k);
+    } else {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k));
+      return DT == DType::BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                               : _mm256_cvtph_ps(h);
+    }
+  }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
   }
 };
 
-// 16 ymm registers: quantised tile 2x4 = 8 accumulators + 2x2 weight regs; float 4x3.
-#define GEMMA_QR 2
-#define GEMMA_QT 4
+// 16 ymm registers: float tile 4x3.
 #define GEMMA_FR 4
 #define GEMMA_FT 3
+#include "kernels/matmul_quant_avx2.inc"
+#include "kernels/matmul_quant_driver.inc"
 #include "kernels/matmul_x86.inc"
 
 }  // namespace

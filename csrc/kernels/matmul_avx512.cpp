@@ -1,38 +1,51 @@
 // AVX-512 VNNI kernels (compiled with avx512f/bw/vl/dq/vnni; dispatched only on CPUs that have
-// them, e.g. Zen 4/5, Ice Lake and later). The shared tile code is matmul_x86.inc (256-bit
-// vectors: EVEX encoding gives 32 ymm registers, so the tiles are larger than AVX2's, and
-// 256-bit VNNI avoids the frequency drop some Intel parts take on zmm); this file supplies the
-// int8 dot product with vpdpbusd.
+// them, e.g. Zen 4/5, Ice Lake and later). int8/int4 weights: matmul_quant_avx512.inc (zmm,
+// vpdpbusd, 16 rows per vector). Float weights: the shared tiles of matmul_x86.inc on zmm.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/quant_canonical.h"
 #include "quant/quant.h"
 
 namespace gemma::avx512 {
 namespace {
 
-// vpdpbusd multiplies UNSIGNED bytes by signed bytes and adds groups of 4 into int32 lanes.
-// Make x unsigned by offsetting: xu = x + 128 (x ^ 0x80), so sum xu w = sum x w + 128 sum w.
-// The correction 128 sum w depends only on the weight block, so it is computed once per weight
-// block (as -vpdpbusd(0x80.., w), lane by lane matching) and used as the accumulator's start.
-struct IntDot {
-  static __m256i prep_w(__m256i w) {
-    const __m256i c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(char(0x80)), w);
-    return _mm256_sub_epi32(_mm256_setzero_si256(), c);
+// Float weights in zmm: 16 lanes (Zen 4/5 and Intel run two 512-bit FMAs per cycle).
+struct FV {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load_x(const float* p) { return _mm512_loadu_ps(p); }
+  template <DType DT>
+  static V load_w(const uint8_t* row, int64_t k) {
+    if constexpr (DT == DType::F32) {
+      return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+    } else {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k));
+      return DT == DType::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                               : _mm512_cvtph_ps(h);
+    }
   }
-  static __m256i prep_x(__m256i x) { return _mm256_xor_si256(x, _mm256_set1_epi8(char(0x80))); }
-  static __m256i dot(__m256i w, __m256i neg_corr, __m256i xu) {
-    return _mm256_dpbusd_epi32(neg_corr, xu, w);
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(V v) {  // a fixed tree: 16 -> 8 -> 4 -> 2 -> 1
+    const __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
   }
 };
 
-#define GEMMA_QR 4
-#define GEMMA_QT 4
+// 32 zmm registers: float tile 4 rows x 6 tokens (24 accumulators, 6 activations, 1 weight).
 #define GEMMA_FR 4
-#define GEMMA_FT 4
+#define GEMMA_FT 6
+#include "kernels/matmul_quant_avx512.inc"
+#include "kernels/matmul_quant_driver.inc"
 #include "kernels/matmul_x86.inc"
 
 }  // namespace

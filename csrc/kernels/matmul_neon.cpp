@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernels/matmul.h"
+#include "kernels/quant_canonical.h"
 #include "quant/quant.h"
 
 namespace gemma::neon {
@@ -86,15 +87,15 @@ inline float f16_scalar(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
+// Canonical arithmetic (quant_canonical.h): the block's exact integer dot (sdot, then an exact
+// horizontal add), then one fused multiply-add per block into the output's own accumulator.
 template <DType DT, int R, int TT>
 inline void tile_quant(const WeightView& W, const QuantizedActs& xq, float* Y, int64_t ldy,
                        int64_t r, int64_t t) {
   const int64_t nb = xq.nb;
   const uint8_t* row[R];
   for (int i = 0; i < R; ++i) row[i] = W.data + (r + i) * W.row_bytes;
-  float32x4_t acc[R][TT];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < TT; ++j) acc[i][j] = vdupq_n_f32(0.f);
+  float acc[R][TT] = {};
   for (int64_t b = 0; b < nb; ++b) {
     int8x16_t w0[R], w1[R];
     float dw[R];
@@ -108,12 +109,12 @@ inline void tile_quant(const WeightView& W, const QuantizedActs& xq, float* Y, i
       const float dx = xq.d[tb];
       for (int i = 0; i < R; ++i) {
         const int32x4_t d = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0[i], x0), w1[i], x1);
-        acc[i][j] = vfmaq_n_f32(acc[i][j], vcvtq_f32_s32(d), dw[i] * dx);
+        acc[i][j] = canonical_block_step(vaddvq_s32(d), dw[i], dx, acc[i][j]);
       }
     }
   }
   for (int i = 0; i < R; ++i)
-    for (int j = 0; j < TT; ++j) Y[(t + j) * ldy + r + i] = vaddvq_f32(acc[i][j]);
+    for (int j = 0; j < TT; ++j) Y[(t + j) * ldy + r + i] = acc[i][j];
 }
 
 template <int R, int TT, typename Tile>

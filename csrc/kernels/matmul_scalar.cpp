@@ -3,16 +3,14 @@
 // Float weights (f32/bf16/f16): each product is accumulated in float32 in index order, one
 // weight row at a time:  Y[t, r] = sum_k x[t, k] * w[r, k].
 //
-// Quantised weights (Q8/Q4): the activations are quantised once per matmul (x ~= dx * qx per
-// block of 32, quantize_activations) and each block contributes an exact integer dot product
-// scaled in float:
-//   Y[t, r] = sum_b float(sum_{j<32} qw[r, b, j] * qx[t, b, j]) * (dw[r, b] * dx[t, b])
-// with qw in [-127, 127] (Q8) or nibble - 8 in [-8, 7] (Q4). SIMD kernels compute the same
-// integers and the same products; only the order of the float additions differs.
+// Quantised weights (Q8/Q4): the canonical arithmetic of quant_canonical.h (exact integer dot
+// per block, one fused multiply-add per block in ascending block order). SIMD kernels return
+// exactly these bits.
 #include <cstring>
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/quant_canonical.h"
 #include "quant/quant.h"
 
 namespace gemma::scalar {
@@ -50,7 +48,7 @@ void matmul_rows_quant(const WeightView& W, const QuantizedActs& xq, int64_t T, 
         const int8_t* x = xq.q + (t * nb + b) * quant::kBlock;
         int32_t dot = 0;
         for (int j = 0; j < quant::kBlock; ++j) dot += int32_t(w[j]) * int32_t(x[j]);
-        acc += float(dot) * (dw * xq.d[t * nb + b]);
+        acc = canonical_block_step(dot, dw, xq.d[t * nb + b], acc);
       }
       Y[t * ldy + r] = acc;
     }

@@ -1,6 +1,7 @@
 // Scalar reference of the attention vector kernels, and their dispatch.
 #include "kernels/vec.h"
 
+#include "kernels/dtype.h"
 #include "kernels/ops.h"
 
 namespace gemma::vec {
@@ -22,6 +23,40 @@ void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t n
     for (int64_t i = 0; i < n; ++i) out[i] += p[j] * v[i];
   }
 }
+
+static inline float to_float(float v) { return v; }
+static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
+static inline float to_float(int8_t v) { return float(v); }
+
+template <typename E>
+void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
+                int64_t nk, int64_t n, float* out) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const E* k = K + j * stride;
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += q[i] * to_float(k[i]);
+    out[j] = scale ? s * scale[j * scale_stride] : s;
+  }
+}
+
+template <typename E>
+void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float* scale, int64_t scale_stride,
+                         int64_t nk, int64_t n, float* out) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const E* v = V + j * stride;
+    const float w = scale ? p[j] * scale[j * scale_stride] : p[j];
+    for (int64_t i = 0; i < n; ++i) out[i] += w * to_float(v[i]);
+  }
+}
+
+template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t, int64_t,
+                                   int64_t, float*);
+template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
+                                 int64_t, float*);
+template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
+                                            int64_t, int64_t, float*);
+template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
+                                          int64_t, int64_t, float*);
 }  // namespace scalar
 
 // AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
@@ -50,6 +85,58 @@ void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stri
 #endif
   (void)isa;
   scalar::weighted_sum_rows(p, V, stride, nk, n, out);
+}
+
+template <typename E>
+static void dot_rows_typed(Isa isa, const float* q, const E* K, int64_t stride, const float* scale,
+                           int64_t scale_stride, int64_t nk, int64_t n, float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::dot_rows_t(q, K, stride, scale, scale_stride, nk, n, out);
+#endif
+  (void)isa;
+  scalar::dot_rows_t(q, K, stride, scale, scale_stride, nk, n, out);
+}
+
+template <typename E>
+static void weighted_sum_rows_typed(Isa isa, const float* p, const E* V, int64_t stride, const float* scale,
+                                    int64_t scale_stride, int64_t nk, int64_t n, float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::weighted_sum_rows_t(p, V, stride, scale, scale_stride, nk, n, out);
+#endif
+  (void)isa;
+  scalar::weighted_sum_rows_t(p, V, stride, scale, scale_stride, nk, n, out);
+}
+
+void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n,
+                       float* out) {
+  dot_rows_typed(isa, q, K, stride, nullptr, 0, nk, n, out);
+}
+void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
+                                int64_t n, float* out) {
+  weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
+}
+void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
+                     int64_t scale_stride, int64_t nk, int64_t n, float* out) {
+  dot_rows_typed(isa, q, K, stride, scale, scale_stride, nk, n, out);
+}
+void weighted_sum_rows_q8_isa(Isa isa, const float* p, const int8_t* V, int64_t stride, const float* scale,
+                              int64_t scale_stride, int64_t nk, int64_t n, float* out) {
+  weighted_sum_rows_typed(isa, p, V, stride, scale, scale_stride, nk, n, out);
+}
+void dot_rows_bf16(const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n, float* out) {
+  dot_rows_bf16_isa(active_isa(), q, K, stride, nk, n, out);
+}
+void weighted_sum_rows_bf16(const float* p, const uint16_t* V, int64_t stride, int64_t nk, int64_t n,
+                            float* out) {
+  weighted_sum_rows_bf16_isa(active_isa(), p, V, stride, nk, n, out);
+}
+void dot_rows_q8(const float* q, const int8_t* K, int64_t stride, const float* scale, int64_t scale_stride,
+                 int64_t nk, int64_t n, float* out) {
+  dot_rows_q8_isa(active_isa(), q, K, stride, scale, scale_stride, nk, n, out);
+}
+void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const float* scale,
+                          int64_t scale_stride, int64_t nk, int64_t n, float* out) {
+  weighted_sum_rows_q8_isa(active_isa(), p, V, stride, scale, scale_stride, nk, n, out);
 }
 
 void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out) {

@@ -10,8 +10,7 @@
 // softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
 #include "model/session.h"
 
-#include <omp.h>
-
+#include <atomic>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -34,28 +33,24 @@ static std::vector<float> rope_inv_freq(int head_dim, float theta, float linear_
   return f;
 }
 
-Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads)
-    : model_(std::move(model)), max_seq_(max_seq_len), n_threads_(std::max(1, n_threads)) {
-  const ModelConfig& c = model_->config();
+static int prefill_chunk(int max_seq) { return std::min(256, max_seq); }
+
+static int checked_max_seq(const ModelConfig& c, int max_seq_len) {
   if (max_seq_len <= 0)
     throw std::invalid_argument("max_seq_len must be positive, got " + std::to_string(max_seq_len));
   if (max_seq_len > c.max_position)
     throw std::invalid_argument("max_seq_len " + std::to_string(max_seq_len) +
                                 " exceeds the model's context length " + std::to_string(c.max_position));
-  chunk_ = std::min(256, max_seq_);
-  cache_cap_.resize(size_t(c.n_layers));
-  k_cache_.resize(size_t(c.n_layers));
-  v_cache_.resize(size_t(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    int cap = max_seq_;
-    if (c.layer_sliding[size_t(l)]) cap = std::min(max_seq_, c.sliding_window + chunk_);
-    cache_cap_[size_t(l)] = cap;
-    // Sliding rings are small and allocated now; global caches grow with the sequence.
-    if (c.layer_sliding[size_t(l)]) {
-      k_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
-      v_cache_[size_t(l)].assign(size_t(cap) * size_t(c.kv_dim()), 0.f);
-    }
-  }
+  return max_seq_len;
+}
+
+Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype)
+    : model_(std::move(model)),
+      max_seq_(checked_max_seq(model_->config(), max_seq_len)),
+      pool_(new ThreadPool(std::max(1, n_threads))),
+      chunk_(prefill_chunk(max_seq_)),
+      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype) {
+  const ModelConfig& c = model_->config();
   inv_freq_global_ = rope_inv_freq(c.head_dim, c.rope_theta_global, c.rope_scale_global);
   inv_freq_local_ = rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f);
 
@@ -67,20 +62,20 @@ Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_thre
   proj_.resize(C * size_t(c.d_model));
   ffn_.resize(C * 2 * size_t(c.ffn_dim));
   act_.resize(C * size_t(c.ffn_dim));
-  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
   rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
 }
 
 void Session::set_n_threads(int n) {
-  n_threads_ = std::max(1, n);
-  scores_.resize(size_t(n_threads_) * size_t(max_seq_));
+  pool_.reset(new ThreadPool(std::max(1, n)));
+  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
 }
 
 bool Session::can_truncate(int n) const {
   if (n < 0 || n > n_past()) return false;
   const ModelConfig& c = model_->config();
   for (int l = 0; l < c.n_layers; ++l) {
-    const int cap = cache_cap_[size_t(l)];
+    const int cap = kv_.capacity(l);
     const int oldest_kept = std::max(0, n_past() - cap);
     const int oldest_needed = std::max(0, n - c.sliding_window + 1);
     if (c.layer_sliding[size_t(l)] && oldest_needed < oldest_kept) return false;
@@ -106,7 +101,7 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
       throw std::invalid_argument("token id " + std::to_string(tokens[i]) + " at index " +
                                   std::to_string(i) + " is outside the vocabulary [0, " +
                                   std::to_string(c.vocab_size) + ")");
-  reserve_positions(n_past() + n);
+  kv_.reserve(n_past() + n);
   const int start = n_past();
   for (int done = 0; done < n; done += chunk_) {
     const int m = std::min(chunk_, n - done);
@@ -119,31 +114,13 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
   }
 }
 
-void Session::reserve_positions(int n) {
-  // Global-layer caches grow in steps (x1.5, at least 256 positions) up to max_seq: a long
-  // context costs memory only once it is used, and growth is rare, never per token.
-  const ModelConfig& c = model_->config();
-  const size_t kv = size_t(c.kv_dim());
-  for (int l = 0; l < c.n_layers; ++l) {
-    if (c.layer_sliding[size_t(l)]) continue;
-    auto& K = k_cache_[size_t(l)];
-    auto& V = v_cache_[size_t(l)];
-    const size_t have = K.size() / kv;
-    if (have >= size_t(n)) continue;
-    size_t want = std::max<size_t>({size_t(n), have + have / 2, 256});
-    want = std::min<size_t>(want, size_t(max_seq_));
-    K.resize(want * kv);
-    V.resize(want * kv);
-  }
-}
-
 void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out,
                             bool all_positions, const std::function<void()>& check_interrupt) {
   const ModelConfig& c = model_->config();
   const Model& M = *model_;
   const int d = c.d_model, F = c.ffn_dim, hd = c.head_dim, half = hd / 2;
   const int qkv_dim = c.q_dim() + 2 * c.kv_dim();
-  const int nt = n_threads_;
+  ThreadPool& pool = *pool_;
 
   // Embedding lookup, scaled by float32(sqrt(d)).
   for (int t = 0; t < n; ++t) {
@@ -173,7 +150,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
     // --- attention block ---
     for (int t = 0; t < n; ++t)
       ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, nt);
+    matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, pool);
 
     const int kv_dim = c.kv_dim();
     for (int t = 0; t < n; ++t) {
@@ -191,12 +168,10 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
         if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
         ops::rope_rotate_half(kh, hd, cs, cs + half);
       }
-      const size_t s = size_t(slot(l, pos0 + t)) * kv_dim;
-      std::memcpy(&k_cache_[size_t(l)][s], k, size_t(kv_dim) * 4);
-      std::memcpy(&v_cache_[size_t(l)][s], v, size_t(kv_dim) * 4);
+      kv_.store(l, kv_.slot(l, pos0 + t), k, v);
     }
     attention(l, n, pos0);
-    matmul(L.o, attn_out_.data(), n, proj_.data(), d, nt);
+    matmul(L.o, attn_out_.data(), n, proj_.data(), d, pool);
     for (int t = 0; t < n; ++t) {
       float* o = &proj_[size_t(t) * d];
       if (c.sandwich_norms) ops::rms_norm(o, L.post_attn_norm.data(), d, c.rms_eps, o);
@@ -207,17 +182,23 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
     // --- MLP block (GeGLU) ---
     for (int t = 0; t < n; ++t)
       ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (n * F > 65536)
-    for (int t = 0; t < n; ++t) {
-      const float* gu = &ffn_[size_t(t) * 2 * F];
-      if (c.gelu_tanh) {
-        vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
-      } else {
-        ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+    matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, pool);
+    const auto geglu_tokens = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* gu = &ffn_[size_t(t) * 2 * F];
+        if (c.gelu_tanh) {
+          vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
+        } else {
+          ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
+        }
       }
+    };
+    if (int64_t(n) * F > 65536) {
+      pool.parallel_for(n, 1, geglu_tokens);
+    } else {
+      geglu_tokens(0, n);
     }
-    matmul(L.down, act_.data(), n, proj_.data(), d, nt);
+    matmul(L.down, act_.data(), n, proj_.data(), d, pool);
     for (int t = 0; t < n; ++t) {
       float* m = &proj_[size_t(t) * d];
       if (c.sandwich_norms) ops::rms_norm(m, L.post_ffn_norm.data(), d, c.rms_eps, m);
@@ -233,7 +214,7 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
   for (int t = first; t < n; ++t)
     ops::rms_norm(&x_[size_t(t) * d], M.final_norm().data(), d, c.rms_eps,
                   &xn_[size_t(t - first) * d]);
-  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, nt);
+  matmul(M.embed(), xn_.data(), rows, logits_out, c.vocab_size, pool);
   if (c.final_softcap > 0) ops::soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
 }
 
@@ -242,33 +223,40 @@ void Session::attention(int l, int n, int pos0) {
   const int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
   const int group = c.n_heads / c.n_kv_heads;
   const bool sliding = c.layer_sliding[size_t(l)] != 0;
-  const float* K = k_cache_[size_t(l)].data();
-  const float* V = v_cache_[size_t(l)].data();
-  const int cap = cache_cap_[size_t(l)];
+  const int cap = kv_.capacity(l);
 
-  // Threads only pay off with enough work; tiny models would spend more time in barriers.
+  // Threads only pay off with enough work; tiny models would spend more time waking them.
+  // (token, head) pairs are handed out one at a time (their costs differ with the position).
   const bool parallel = int64_t(n) * c.n_heads * (pos0 + n) * hd > (int64_t(1) << 15);
-#pragma omp parallel for num_threads(n_threads_) schedule(dynamic, 1) collapse(2) if (parallel)
-  for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < c.n_heads; ++h) {
-      float* scores = &scores_[size_t(omp_get_thread_num()) * max_seq_];
+  const int pairs = n * c.n_heads;
+  std::atomic<int> next{0};
+  const auto worker = [&](int thread) {
+    float* scores = &scores_[size_t(thread) * max_seq_];
+    for (int i = next.fetch_add(1, std::memory_order_relaxed); i < pairs;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int t = i / c.n_heads, h = i % c.n_heads;
       const int pos = pos0 + t;
       const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
       const int nk = pos - lo + 1;
       // Keys lo..pos; a sliding layer's ring may wrap, splitting them into two runs of slots.
       const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
-      const size_t off = size_t(h / group) * hd;
+      const int g = h / group;
       const int s0 = lo % cap, first = std::min(nk, cap - s0);
-      vec::dot_rows(q, K + size_t(s0) * kv_dim + off, kv_dim, first, hd, scores);
-      if (first < nk) vec::dot_rows(q, K + off, kv_dim, nk - first, hd, scores + first);
+      kv_.dot_keys(l, g, s0, first, q, scores);
+      if (first < nk) kv_.dot_keys(l, g, 0, nk - first, q, scores + first);
       for (int j = 0; j < nk; ++j) scores[j] *= c.query_scale;
       if (c.attn_softcap > 0) ops::soft_cap(scores, nk, c.attn_softcap);
       ops::softmax(scores, nk);
       float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(h) * hd];
       std::fill(out, out + hd, 0.f);
-      vec::weighted_sum_rows(scores, V + size_t(s0) * kv_dim + off, kv_dim, first, hd, out);
-      if (first < nk) vec::weighted_sum_rows(scores + first, V + off, kv_dim, nk - first, hd, out);
+      kv_.add_values(l, g, s0, first, scores, out);
+      if (first < nk) kv_.add_values(l, g, 0, nk - first, scores + first, out);
     }
+  };
+  if (parallel) {
+    pool_->run(pool_->size(), worker);
+  } else {
+    worker(0);
   }
 }
 

@@ -6,6 +6,8 @@
 #include <memory>
 #include <vector>
 
+#include "backend/cpu/thread_pool.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 
 namespace gemma {
@@ -13,13 +15,14 @@ namespace gemma {
 class Session {
  public:
   // max_seq_len: positions this session may hold (<= the model's max_position).
-  Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads);
+  Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype = KvDType::F32);
 
   const Model& model() const { return *model_; }
   int max_seq_len() const { return max_seq_; }
   int n_past() const { return int(tokens_.size()); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  int n_threads() const { return n_threads_; }
+  int n_threads() const { return pool_->size(); }
+  const KVCache& kv_cache() const { return kv_; }
   void set_n_threads(int n);
 
   void reset() { tokens_.clear(); }
@@ -39,19 +42,15 @@ class Session {
   void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
                      const std::function<void()>& check_interrupt);
   void attention(int layer, int n, int pos0);
-  void reserve_positions(int n);
-  int slot(int layer, int pos) const { return pos % cache_cap_[size_t(layer)]; }
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
-  int n_threads_;
+  std::unique_ptr<ThreadPool> pool_;  // this session's compute threads (the caller is one of them)
   int chunk_;  // tokens per prefill chunk
   std::vector<int32_t> tokens_;
 
-  // KV cache per layer: [capacity, n_kv_heads * head_dim]; sliding layers hold a ring of
-  // window + chunk positions, global layers all max_seq positions.
-  std::vector<int> cache_cap_;
-  std::vector<std::vector<float>> k_cache_, v_cache_;
+  // Keys and values; sliding layers hold a ring of window + chunk positions.
+  KVCache kv_;
 
   // Rope tables: inverse frequencies for global and local (sliding) layers.
   std::vector<float> inv_freq_global_, inv_freq_local_;

@@ -30,7 +30,7 @@ struct SlicedWeight {
 };
 
 // Y (T x ldy, first W.rows columns) = X W^T, slice by slice.
-void matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, int n_threads);
+void matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool);
 
 struct LayerWeights {
   SlicedWeight qkv;      // [(n_heads + 2 * n_kv_heads) * head_dim, d_model]: q, k, v stacked

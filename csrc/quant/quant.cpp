@@ -1,5 +1,6 @@
 #include "quant/quant.h"
 
+#include "backend/cpu/thread_pool.h"
 #include "quant/kquant.h"
 
 #include <cmath>
@@ -125,38 +126,40 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
   }
 }
 
+static void quantize_row(DType dtype, const float* x, int64_t cols, uint8_t* out, const float* imp) {
+  switch (dtype) {
+    case DType::F32: std::memcpy(out, x, size_t(cols) * 4); break;
+    case DType::BF16: {
+      auto* o = reinterpret_cast<uint16_t*>(out);
+      for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_bf16(x[c]);
+      break;
+    }
+    case DType::F16: {
+      auto* o = reinterpret_cast<uint16_t*>(out);
+      for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_f16(x[c]);
+      break;
+    }
+    case DType::Q8:
+    case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
+    case DType::Q4_K: quantize_row_q4_k(x, cols, imp, out); break;
+    case DType::Q5_0: quantize_row_q5_0(x, cols, out); break;
+    case DType::Q6_K:
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: break;  // refused by quantize_rows
+  }
+}
+
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
                    int n_threads, const float* imp) {
   const int64_t rb = row_bytes(dtype, cols);
   if (dtype == DType::Q6_K || dtype == DType::Q5_K || dtype == DType::Q4_1 || dtype == DType::Q5_1)
     throw std::invalid_argument(std::string("quantize: ") + dtype_name(dtype) +
                                 " is imported from GGUF files as is; there is no quantiser for it");
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = src + r * cols;
-    uint8_t* out = dst + r * rb;
-    switch (dtype) {
-      case DType::F32: std::memcpy(out, x, size_t(cols) * 4); break;
-      case DType::BF16: {
-        auto* o = reinterpret_cast<uint16_t*>(out);
-        for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_bf16(x[c]);
-        break;
-      }
-      case DType::F16: {
-        auto* o = reinterpret_cast<uint16_t*>(out);
-        for (int64_t c = 0; c < cols; ++c) o[c] = f32_to_f16(x[c]);
-        break;
-      }
-      case DType::Q8:
-      case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
-      case DType::Q4_K: quantize_row_q4_k(x, cols, imp, out); break;
-      case DType::Q5_0: quantize_row_q5_0(x, cols, out); break;
-      case DType::Q6_K:
-      case DType::Q5_K:
-      case DType::Q4_1:
-      case DType::Q5_1: break;  // refused above
-    }
-  }
+  ThreadPool pool(std::max(1, n_threads));
+  pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) quantize_row(dtype, src + r * cols, cols, dst + r * rb, imp);
+  });
 }
 
 void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {

@@ -7,18 +7,10 @@
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# OpenMP threads that spin while they wait collapse when another program shares the cores: on a
-# busy 2-core machine decode fell from ~26 to ~1.5 tokens/s with spinning threads. Sleeping
-# waits cost a few microseconds per parallel region instead. Must be set before libgomp loads
-# (with the extension); a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-from .gcpp_format import FormatError  # noqa: E402
-from .model import ContextLengthError, Model, ModelConfig  # noqa: E402
-from .tokenizer import ChatTemplateError  # noqa: E402
+from .gcpp_format import FormatError
+from .model import BaseModelChatWarning, ContextLengthError, Model, ModelConfig
+from .params import InvalidRequestError
+from .tokenizer import ChatTemplateError
 
 
 def system_info() -> dict:
@@ -40,5 +32,5 @@ def set_isa(name: str) -> None:
     _core.set_isa(name)
 
 
-__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError",
-           "system_info", "set_isa", "__version__"]
+__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError", "InvalidRequestError",
+           "BaseModelChatWarning", "system_info", "set_isa", "__version__"]

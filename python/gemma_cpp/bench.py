@@ -14,7 +14,7 @@ import os
 import resource
 import statistics
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -40,9 +40,11 @@ def _reset_peak_rss() -> bool:
 
 
 def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequence[int] = (128,),
-              threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0) -> list[dict]:
+              threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0,
+              progress: Callable[[dict], None] | None = None, kv_dtype: str = "f32") -> list[dict]:
     """One dict per (threads, test): model, dtype, size_gb, n_params, isa, threads, test, n,
-    tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb."""
+    tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb, kv_dtype, kv_bytes_per_token.
+    `progress(result)` is called as each one is measured."""
     from . import _core
     from .model import Model
 
@@ -51,13 +53,15 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
     for nt in threads:
         peak_ok = _reset_peak_rss()
         t0 = time.perf_counter()
-        m = Model(model_path, n_threads=nt, max_seq_len=max([*n_prompt, *(g + 1 for g in n_gen), 1]))
+        m = Model(model_path, n_threads=nt, max_seq_len=max([*n_prompt, *(g + 1 for g in n_gen), 1]),
+                  kv_dtype=kv_dtype)
         load_s = time.perf_counter() - t0
         cfg = m.config
         rng = np.random.default_rng(seed)
         s = m._session
         base = dict(model=os.path.basename(model_path), dtype=cfg.weight_dtype, size_gb=round(size_gb, 3),
-                    isa=_core.active_isa(), threads=nt, load_s=round(load_s, 3))
+                    isa=_core.active_isa(), threads=nt, load_s=round(load_s, 3), kv_dtype=m.kv_dtype,
+                    kv_bytes_per_token=m.kv_bytes_per_token)
 
         def timed(fn, n):
             fn()  # warm-up: pages weights in, grows scratch buffers
@@ -84,6 +88,8 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
             tps = timed(fn, n)
             results.append(dict(base, test=name, n=n, tps_mean=statistics.fmean(tps),
                                 tps_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0, samples=tps))
+            if progress is not None:
+                progress(results[-1])
         peak = _rss_mb("VmHWM") if peak_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         for r in results:
             if r["threads"] == nt:
@@ -94,12 +100,12 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
 
 def format_table(results: Sequence[dict]) -> str:
     """Markdown table, one row per result, like llama-bench."""
-    head = "| model | size | dtype | isa | threads | test | t/s | load s | peak RSS MiB |"
-    rows = [head, "|" + "---|" * 9]
+    head = "| model | size | dtype | isa | threads | test | t/s | load s | peak RSS MiB | KV KiB/token |"
+    rows = [head, "|" + "---|" * 10]
     for r in results:
         rows.append(f"| {r['model']} | {r['size_gb']:.2f} GB | {r['dtype']} | {r['isa']} | {r['threads']} | "
                     f"{r['test']} | {r['tps_mean']:.2f} ± {r['tps_sd']:.2f} | {r['load_s']:.2f} | "
-                    f"{r.get('peak_rss_mb') or 0:.0f} |")
+                    f"{r.get('peak_rss_mb') or 0:.0f} | {r.get('kv_bytes_per_token', 0) / 1024:.1f} ({r.get('kv_dtype')}) |")
     return "\n".join(rows)
 
 

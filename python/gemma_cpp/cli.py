@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from .params import KV_DTYPES
+
 PROG = "gemma-cpp"
 GGUF_DTYPE = "source"  # GGUF files converted on the fly keep their own blocks, exactly
 
@@ -42,19 +44,6 @@ def _int_at_least(lo: int, what: str):
     return conv
 
 
-def _float_in(lo: float, hi: float | None = None):
-    def conv(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        if not (v >= lo and (hi is None or v <= hi)):
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {s}" if hi is not None
-                                             else f"must be >= {lo}, got {s}")
-        return v
-    return conv
-
-
 def _int_list(s: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in s.split(",") if x.strip() != "")
@@ -70,6 +59,42 @@ def _positive_list(s: str) -> tuple[int, ...]:
     if any(v < 1 for v in vals):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {s!r}")
     return vals
+
+
+def _param(name: str):
+    """An argparse type checked against the shared bounds table (params.py): the same rule and
+    message as Model.generate and the server, reported as a usage error (exit 2)."""
+    from .params import BOUNDS, InvalidRequestError, check
+
+    def conv(s: str):
+        try:
+            v = int(s) if BOUNDS[name].kind is int else float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if BOUNDS[name].kind is int else 'a number'}, got {s!r}") from None
+        try:
+            return check(name, v, shown=name)
+        except InvalidRequestError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return conv
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0", '"': '"', "'": "'"}
+
+
+def _unescape(s: str) -> str:
+    """Backslash escapes in a flag value (`--stop "\\n\\n"`), as llama.cpp's tools read them:
+    \\n \\t \\r \\0 \\\\ \\" \\'. Any other backslash stays as typed."""
+    out, i = [], 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[s[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 _positive = _int_at_least(1, "value")
@@ -132,7 +157,7 @@ def _open_model(path: str, args):
         if ctx > model_ctx:
             raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model_ctx} tokens)")
     return Model(path, n_threads=getattr(args, "threads", None), max_seq_len=getattr(args, "ctx", None),
-                 seed=getattr(args, "seed", None) or 0)
+                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or KV_DTYPES[0])
 
 
 # ---------------------------------------------------------------------------- output helpers
@@ -257,6 +282,7 @@ def cmd_chat(args, parser) -> int:
     from .openai_compat import TextGeneration
 
     model = _open_model(args.model if args.model else _default_model(), args)
+    model.warn_if_base_model()  # before the first prompt, not in the middle of the first answer
     interactive = sys.stdin.isatty()
     base = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(base)
@@ -304,7 +330,8 @@ def cmd_chat(args, parser) -> int:
             continue
         turn += 1
         gen = TextGeneration(model, ids, max_tokens=_max_new(model, len(ids), args.max_new_tokens),
-                             seed=args.seed + turn, stop=args.stop, **_gen_kwargs(args))
+                             seed=None if args.seed is None else (args.seed + turn) % (1 << 64),
+                             stop=args.stop, **_gen_kwargs(args))
         try:
             for piece in gen:
                 out.write(piece)
@@ -365,10 +392,17 @@ def cmd_perplexity(args, parser) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    model = _open_model(args.model, argparse.Namespace(threads=args.threads, ctx=None))
+    pos = args.positionals
+    if len(pos) > 2:
+        parser.error(f"expected [MODEL] FILE, got {len(pos)} arguments")
+    if len(pos) == 1 and pos[0].lower().endswith((".gcpp", ".gguf")):
+        parser.error(f"missing FILE after MODEL {pos[0]}")
+    model_path, args.file = (pos[0], pos[1]) if len(pos) == 2 else (None, pos[0])
+    model = _open_model(model_path or _default_model(), argparse.Namespace(threads=args.threads, ctx=None))
     ctx = args.ctx if args.ctx is not None else min(512, model.max_seq_len)
     if ctx > model.max_seq_len:
-        parser.error(f"--ctx {ctx} exceeds the model's context length {model.max_seq_len}")
+        # Like `run --ctx`: whether it fits depends on the file, so a runtime error (exit 1).
+        raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model.max_seq_len} tokens)")
     if ctx < 4:
         parser.error("--ctx must be at least 4")
     base = None
@@ -378,7 +412,7 @@ def cmd_perplexity(args, parser) -> int:
             raise CLIError(f"--kl-base model has vocabulary {base.config.vocab_size}, the model "
                            f"{model.config.vocab_size}: they must share a tokenizer")
         if ctx > base.max_seq_len:
-            parser.error(f"--ctx {ctx} exceeds the base model's context length {base.max_seq_len}")
+            raise CLIError(f"--ctx {ctx} exceeds the base model's context length ({base.max_seq_len} tokens)")
     try:
         with open(args.file, encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -452,11 +486,17 @@ def _ppl_stats(nll) -> dict[str, float]:
 def cmd_bench(args, parser) -> int:
     from .bench import format_table, run_bench
 
-    path = _resolve_model(args.model)
+    path = _resolve_model(args.model or _default_model())
     from .gcpp_format import read_header
 
     read_header(path)  # a clear error for a bad file before any timing starts
-    results = run_bench(path, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, reps=args.reps)
+
+    def progress(r: dict) -> None:  # each cell as it finishes: a full run takes tens of seconds
+        print(f"{PROG} bench: {r['test']} on {r['threads']} thread{'s' if r['threads'] > 1 else ''}: "
+              f"{r['tps_mean']:.2f} ± {r['tps_sd']:.2f} tokens/s", file=sys.stderr, flush=True)
+
+    results = run_bench(path, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, reps=args.reps,
+                        progress=progress, kv_dtype=args.kv_dtype)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -497,11 +537,13 @@ def model_info(model) -> dict[str, Any]:
                                                "n_kv_heads", "head_dim", "ffn_dim", "vocab_size", "max_position",
                                                "sliding_window")},
         "weight_dtypes": dtypes,
+        "kv_cache_bytes_per_token": {kd: model.kv_bytes_per_token_of(kd) for kd in KV_DTYPES},
         "tokenizer": {"kind": meta["tokenizer"].get("kind", "sentencepiece"), "vocab_size": tok.vocab_size,
                       "special": special,
                       "chat_template": "from the checkpoint" if meta.get("chat_template") else
                       "built-in Gemma template"},
-        "provenance": {k: v for k, v in meta.get("provenance", {}).items() if k != "hf_config"},
+        "variant": model.variant,
+        "provenance": {k: v for k, v in meta.get("provenance", {}).items() if k not in ("hf_config", "variant")},
         "runtime": system_info(),
     }
 
@@ -509,14 +551,24 @@ def model_info(model) -> dict[str, Any]:
 def cmd_info(args, parser) -> int:
     from .model import Model
 
-    model = Model(_resolve_model(args.model))
+    model = Model(_resolve_model(args.model or _default_model()))
     info = model_info(model)
+    if not args.model:
+        info["default_model"] = True
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
     c = info["config"]
     p = []
     p.append(f"file:          {info['file']}")
+    if info.get("default_model"):
+        p.append("               the default model: Gemma 3 270M from the [demo] extra (llama.cpp's Q4_K_M GGUF, "
+                 "converted once to this file)")
+    v = info["variant"]
+    what = {"base": "base (pretrained): continues text; not trained to chat",
+            "instruction-tuned": "instruction-tuned: made for chat"}.get(v["kind"], "unknown (base or "
+                                                                          "instruction-tuned)")
+    p.append(f"variant:       {what} [{v['evidence']}]")
     p.append(f"size:          {info['file_size'] / 2**20:.1f} MiB, format v{info['format_version']}, "
              f"{info['tensor_count']} tensors, {info['parameters'] / 1e6:.1f} M parameters")
     p.append(f"model:         {c['model_type']} (Gemma {c['family']}), {c['n_layers']} layers, d_model {c['d_model']}, "
@@ -525,6 +577,8 @@ def cmd_info(args, parser) -> int:
              (f", sliding window {c['sliding_window']}" if c["sliding_window"] else ""))
     p.append("weights:       " + ", ".join(f"{k}: {v['tensors']} tensors, {v['bytes'] / 2**20:.1f} MiB"
                                            for k, v in sorted(info["weight_dtypes"].items())))
+    p.append("KV cache:      " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in info["kv_cache_bytes_per_token"].items())
+             + " per token of context (--kv-dtype)")
     t = info["tokenizer"]
     sp = []
     for k, v in t["special"].items():
@@ -535,8 +589,14 @@ def cmd_info(args, parser) -> int:
     p.append(f"tokenizer:     {t['kind']}, {t['vocab_size']} pieces; chat template: {t['chat_template']}")
     p.append(f"special ids:   {'; '.join(sp)}")
     pv = info["provenance"]
-    if pv:
-        p.append("provenance:    " + ", ".join(f"{k}: {v}" for k, v in pv.items()))
+    first = True
+    for k, v in pv.items():  # one line each; bulky values are summarised (--json has them whole)
+        if isinstance(v, dict):
+            v = f"{len(v)} keys (see --json)"
+        elif isinstance(v, list):
+            v = ", ".join(map(str, v))
+        p.append(f"{'provenance:' if first else '':<15}{k}: {v}")
+        first = False
     r = info["runtime"]
     p.append(f"runtime:       gemma_cpp {r['version']}, ISA {r['isa']} (available: "
              f"{', '.join(r['available_isas'])}), {r['threads']} threads")
@@ -550,9 +610,9 @@ def cmd_serve(args, parser) -> int:
         from . import server
     except ImportError as e:
         raise CLIError(f"`{PROG} serve` needs FastAPI and uvicorn: pip install 'gemma_cpp[server]' ({e})") from None
-    server.serve(_resolve_model(args.model), host=args.host, port=args.port, api_key=args.api_key,
+    server.serve(_resolve_model(args.model or _default_model()), host=args.host, port=args.port, api_key=args.api_key,
                  n_threads=args.threads, ctx=args.ctx, parallel=args.parallel, log_level=args.log_level,
-                 model_name=args.alias)
+                 model_name=args.alias, kv_dtype=args.kv_dtype)
     return 0
 
 
@@ -560,21 +620,35 @@ def cmd_serve(args, parser) -> int:
 def _add_runtime(p, ctx_help="context (KV cache) length; default: the model's") -> None:
     p.add_argument("-t", "--threads", type=_positive, default=None, help="compute threads (default: all cores)")
     p.add_argument("-c", "--ctx", type=_positive, default=None, help=ctx_help)
+    _add_kv_dtype(p)
 
 
-def _add_sampling(p, default_n: int | None) -> None:
+def _add_kv_dtype(p) -> None:
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=KV_DTYPES[0],
+                   help=f"KV cache element type (default {KV_DTYPES[0]}; bf16 halves its memory, int8 quarters it)")
+
+
+def _add_sampling(p) -> None:
+    from .params import DEFAULT_MAX_TOKENS
+
     g = p.add_argument_group("sampling (defaults: greedy)")
-    g.add_argument("-n", "--max-new-tokens", type=_nonneg, default=default_n,
-                   help=f"most tokens to generate (default: {default_n or 'until the context is full'})")
-    g.add_argument("--temperature", "--temp", type=_float_in(0.0), default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-k", type=_nonneg, default=0, help="keep the k most likely tokens (0 = off)")
-    g.add_argument("--top-p", type=_float_in(0.0, 1.0), default=1.0, help="nucleus sampling (1 = off)")
-    g.add_argument("--min-p", type=_float_in(0.0, 1.0), default=0.0, help="drop tokens below min_p * p_max")
-    g.add_argument("--repetition-penalty", "--repeat-penalty", type=_float_in(0.0), default=1.0,
+    g.add_argument("-n", "--max-new-tokens", type=_param("max_new_tokens"), default=DEFAULT_MAX_TOKENS,
+                   help=f"most tokens to generate (default {DEFAULT_MAX_TOKENS})")
+    g.add_argument("--temperature", "--temp", type=_param("temperature"), default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=_param("top_k"), default=0, help="keep the k most likely tokens (0 = off)")
+    g.add_argument("--top-p", type=_param("top_p"), default=1.0, help="nucleus sampling, in (0, 1] (1 = off)")
+    g.add_argument("--min-p", type=_param("min_p"), default=0.0, help="drop tokens below min_p * p_max, in [0, 1)")
+    g.add_argument("--repetition-penalty", "--repeat-penalty", type=_param("repetition_penalty"), default=1.0,
                    help="penalise tokens already seen (1 = off)")
-    g.add_argument("-s", "--seed", type=_nonneg, default=0, help="sampling seed (default 0)")
-    g.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                   help="stop when TEXT is generated (repeatable; not included in the output)")
+    g.add_argument("-s", "--seed", type=_param("seed"), default=None,
+                   help="sampling seed: the same seed gives the same text (default: a fresh random seed)")
+    g.add_argument("--stop", action="append", default=None, metavar="TEXT", type=_unescape,
+                   help="stop when TEXT is generated (repeatable; not included in the output; "
+                        "\\n, \\t, \\\\ are unescaped)")
+
+
+_MODEL_HELP = ("a .gcpp file, or a .gguf file (converted once into the cache); default: the demo model, "
+               "Gemma 3 270M base (`gemma-cpp info` shows its path)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -586,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="generate text from a prompt",
+    p = sub.add_parser("run", help="generate text from a prompt", usage=f"{PROG} run [options] [MODEL] PROMPT",
                        description="Generate a continuation of PROMPT (or, with --chat, an answer to it), "
                                    "streamed to stdout. MODEL is a .gcpp file (or a .gguf, converted once "
                                    "into ~/.cache/gemma_cpp); without it the default Gemma 3 270M model is used. "
@@ -598,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (text, token counts, tokens/s, finish_reason) instead of streaming")
     p.add_argument("-v", "--verbose", action="store_true", help="print token counts and speed to stderr")
-    _add_sampling(p, 256)
+    _add_sampling(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)
 
@@ -607,9 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cache, so each turn only processes the new tokens. Commands: /reset, /exit. "
                                    "Ctrl-C stops the current answer. With piped stdin each line is a user "
                                    "turn and stdout holds only the answers, one after another.")
-    p.add_argument("model", nargs="?", metavar="MODEL", help="a .gcpp or .gguf file (default: Gemma 3 270M)")
-    p.add_argument("--system", default=None, help="system prompt")
-    _add_sampling(p, None)
+    p.add_argument("model", nargs="?", metavar="MODEL", help=_MODEL_HELP)
+    p.add_argument("--system", default=None, help="system prompt (put at the start of the first user turn)")
+    _add_sampling(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_chat)
 
@@ -618,8 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of --ctx tokens, each starting with BOS, scoring the second half of each "
                                    "chunk. With --kl-base, also the mean KL divergence (base || model) and "
                                    "top-1 agreement against BASE on the same tokens.")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("file", metavar="FILE", help="UTF-8 text")
+    p.add_argument("positionals", nargs="+", metavar="[MODEL] FILE",
+                   help="FILE: UTF-8 text; MODEL: " + _MODEL_HELP)
     p.add_argument("-c", "--ctx", type=_positive, default=None, help="chunk length in tokens (default 512)")
     p.add_argument("--chunks", type=_positive, default=None, help="score at most this many chunks")
     p.add_argument("--kl-base", default=None, metavar="BASE", help="reference model (e.g. the f32 or bf16 file)")
@@ -629,19 +703,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_perplexity)
 
     p = sub.add_parser("bench", help="prompt-processing and generation speed, like llama-bench",
-                       description="Measure prompt processing (pp) and token generation (tg) speed in tokens/s.")
-    p.add_argument("model", metavar="MODEL")
+                       description="Measure prompt processing (pp) and token generation (tg) speed in tokens/s. "
+                                   "Each result is printed to stderr as soon as it is measured.")
+    p.add_argument("model", nargs="?", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("-p", "--n-prompt", type=_int_list, default=(128, 512), help="prompt lengths (default 128,512)")
     p.add_argument("-n", "--n-gen", type=_int_list, default=(128,), help="generation lengths (default 128)")
     p.add_argument("-t", "--threads", type=_positive_list, default=(1, 2), help="thread counts (default 1,2)")
     p.add_argument("-r", "--reps", type=_positive, default=3, help="repetitions (default 3)")
+    _add_kv_dtype(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="what a model file holds",
                        description="Show a model file's config, weight types, size, tokenizer, provenance "
                                    "and the instruction set the kernels use here.")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", nargs="?", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
 
@@ -650,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/v1/completions, /v1/models, /health). --parallel N keeps N copies of the "
                                    "KV cache (the weights are shared) and answers N requests at once; others "
                                    "wait in a queue. Needs the [server] extra (FastAPI, uvicorn).")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", nargs="?", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_nonneg, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--api-key", default=os.environ.get("GEMMA_CPP_API_KEY"),
@@ -676,6 +752,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help(sys.stderr)
         return 2
     sub = ap._subparsers._group_actions[0].choices[args.command]  # for usage errors found later
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # no file:line noise
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+    warnings.showwarning = one_line
     debug = os.environ.get("GEMMA_CPP_DEBUG") not in (None, "", "0")
     try:
         return args.func(args, sub)

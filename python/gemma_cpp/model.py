@@ -1,15 +1,19 @@
 """`gemma_cpp.Model`: load a .gcpp file and generate, chat, score.
 
 Threading: a Model owns one KV-cache session guarded by a lock, so concurrent calls on the
-same Model are safe and run one after another. For parallel generation give each thread its
-own `model.clone()`: clones share the mapped weights (no extra memory for them) and have their
-own KV cache. The GIL is released while the C++ core computes.
+same Model are safe and run one after another. A stream holds the lock from its first item
+until it ends, is closed or is dropped; calling the same Model from the stream's own thread
+meanwhile raises RuntimeError (waiting would never end). For parallel generation give each
+thread its own `model.clone()`: clones share the mapped weights (no extra memory for them) and
+have their own KV cache. The GIL is released while the C++ core computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -17,7 +21,13 @@ import numpy as np
 
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
+from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, InvalidParameterType, check, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder, Tokenizer
+from .variant import BASE, base_chat_warning, of_header
+
+
+class BaseModelChatWarning(UserWarning):
+    """A chat prompt was built for a base (pretrained) model, which is not trained to answer."""
 
 
 class ContextLengthError(ValueError):
@@ -50,26 +60,44 @@ class ModelConfig:
                 f"isa={self.isa})")
 
 
-_SAMPLING_DEFAULTS = dict(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0)
-
-
 def _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty) -> Any:
-    def num(name, v, kind=float):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-        return kind(v)
+    """The C++ SamplingParams, each value checked against the one table in params.py."""
+    def get(name, v, default):
+        return check(name, default if v is None else v)
 
-    if top_k is None:
-        top_k = 0
-    if isinstance(top_k, float) and top_k.is_integer():
-        top_k = int(top_k)
-    if not isinstance(top_k, int) or isinstance(top_k, bool):
-        raise TypeError(f"top_k must be an int, got {type(top_k).__name__}")
     return _core.SamplingParams(
-        temperature=num("temperature", temperature), top_k=top_k,
-        top_p=num("top_p", 1.0 if top_p is None else top_p),
-        min_p=num("min_p", 0.0 if min_p is None else min_p),
-        repetition_penalty=num("repetition_penalty", 1.0 if repetition_penalty is None else repetition_penalty))
+        temperature=get("temperature", temperature, 0.0), top_k=get("top_k", top_k, 0),
+        top_p=get("top_p", top_p, 1.0), min_p=get("min_p", min_p, 0.0),
+        repetition_penalty=get("repetition_penalty", repetition_penalty, 1.0))
+
+
+class _CallGuard:
+    """Serialises calls on one Model (one KV cache) across threads.
+
+    A stream holds the guard from its first item until it ends or is closed. Waiting for it from
+    the thread that holds it could never end, and silently re-entering (what an RLock would do)
+    would let the other call overwrite the stream's KV cache; so that case raises instead.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise RuntimeError(
+                "this Model is in use by an open stream (a generate/chat/create_*completion call with "
+                "stream=True) in this thread: finish or close() that stream first, or use model.clone() "
+                "for a second, independent KV cache")
+        self._lock.acquire()
+        self._owner = me
+        try:
+            yield
+        finally:
+            self._owner = None
+            self._lock.release()
 
 
 class Model:
@@ -80,11 +108,16 @@ class Model:
         n_threads: compute threads (default: all cores).
         max_seq_len: longest sequence (prompt + generated) a session holds; default the model's
             context length. KV memory grows only with the tokens actually held.
-        seed: default sampling seed.
+        seed: the sampling seed for calls that give none. None (the default) draws a fresh random
+            seed for each call; an explicit seed makes every call start from it (reproducible).
+        kv_dtype: element type of the KV cache: "f32" (default, exact), "bf16" (half the memory)
+            or "int8" (about a quarter: int8 levels with a scale per head and position).
+            docs/quantization.md gives each one's measured quality.
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None,
-                 max_seq_len: int | None = None, seed: int = 0, _share: "Model | None" = None):
+                 max_seq_len: int | None = None, seed: int | None = None, kv_dtype: str = KV_DTYPES[0],
+                 _share: "Model | None" = None):
         if _share is not None:
             self._header, self._core, self.tokenizer = _share._header, _share._core, _share.tokenizer
         else:
@@ -106,9 +139,13 @@ class Model:
         if not isinstance(max_seq_len, int) or not 0 < max_seq_len <= ctx:
             raise ValueError(f"max_seq_len must be an int in [1, {ctx}] (the model's context length), "
                              f"got {max_seq_len!r}")
-        self._seed = int(seed)
-        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, self._seed)
-        self._lock = threading.RLock()
+        self._seed = None if seed is None else check("seed", seed)
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        self._session = _core.Session(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed),
+                                      kv_dtype)
+        self._lock = _CallGuard()
+        self._warned_base_chat = False
         weight_dtypes = sorted({t["dtype"] for t in self._header.tensors if len(t["shape"]) == 2})
         self.config = ModelConfig(
             model_type=cfg.get("model_type", f"gemma{cfg['family']}"), family=cfg["family"],
@@ -123,9 +160,35 @@ class Model:
         return self._header.path
 
     @property
+    def kv_dtype(self) -> str:
+        """Element type of the KV cache ("f32", "bf16" or "int8")."""
+        return self._session.kv_dtype
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one more token of context costs (keys and values of every layer)."""
+        return self._session.kv_bytes_per_token
+
+    def kv_bytes_per_token_of(self, kv_dtype: str) -> int:
+        """What kv_bytes_per_token would be with another KV element type."""
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        return _core.Session(self._core, 1, 1, 0, kv_dtype).kv_bytes_per_token
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The file's header: config, special ids, chat template, provenance, tensor table."""
         return self._header.meta
+
+    @property
+    def variant(self) -> dict[str, str]:
+        """{'kind': 'base' | 'instruction-tuned' | 'unknown', 'evidence': ...} (see variant.py)."""
+        return of_header(self._header.meta)
+
+    @property
+    def is_base_model(self) -> bool:
+        """True for a base (pretrained) model, which continues text but does not chat."""
+        return self.variant["kind"] == BASE
 
     @property
     def max_seq_len(self) -> int:
@@ -139,15 +202,23 @@ class Model:
     def n_threads(self, n: int) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n_threads must be a positive int, got {n!r}")
-        with self._lock:
+        with self._lock.hold():
             self._session.n_threads = n
 
     def clone(self) -> "Model":
         """A Model sharing these weights with its own KV cache (for another thread)."""
         return Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
-                     _share=self)
+                     kv_dtype=self.kv_dtype, _share=self)
 
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
+        """Token ids of `text` (a str, or UTF-8 bytes as llama-cpp-python takes), BOS first by default."""
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"tokenize: the bytes are not valid UTF-8 ({e})") from None
+        if not isinstance(text, str):
+            raise TypeError(f"tokenize: expected str or bytes, got {type(text).__name__}")
         return self.tokenizer.encode(text, add_bos=add_bos)
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -160,7 +231,7 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached conversation."""
-        with self._lock:
+        with self._lock.hold():
             self._session.reset()
 
     def __repr__(self) -> str:
@@ -187,7 +258,7 @@ class Model:
         if not ids:
             raise ValueError("logits: empty input")
         self._check_fits(len(ids), 0)
-        with self._lock:
+        with self._lock.hold():
             self._session.reset()
             return self._session.eval(ids, all_logits=True)
 
@@ -197,7 +268,8 @@ class Model:
                                      f"(model context {self.config.max_position})")
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = 256, temperature: float = 0.0,
+    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = DEFAULT_MAX_TOKENS,
+                 temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
                  ignore_eos: bool = False, add_bos: bool = True):
@@ -210,17 +282,19 @@ class Model:
         (unless ignore_eos), a `stop` string (not included in the text), or the context end.
 
         Sampling (temperature > 0), in this order: repetition_penalty, temperature, top_k,
-        top_p, min_p, then a draw from a generator seeded with `seed` (default: the Model's
-        seed), so the same seed gives the same output. temperature=0 is greedy.
+        top_p, min_p, then a draw from a generator seeded with `seed`. An explicit seed (here or
+        the Model's) gives the same output for the same call; no seed draws a fresh random one
+        per call. temperature=0 is greedy and ignores the seed. Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        max_new_tokens = check("max_new_tokens", max_new_tokens)
+        if seed is not None:
+            seed = check("seed", seed)
         params = _sampling_params(temperature, top_k, top_p, min_p, repetition_penalty)
         if isinstance(stop, str):
             stop = [stop]
         if stop is not None and not all(isinstance(s, str) for s in stop):
-            raise TypeError("stop must be a string or a list of strings")
+            raise InvalidParameterType("stop must be a string or a list of strings", "stop")
         if stop and not as_text:
             raise ValueError("stop strings apply to text prompts; with token ids, check the ids yourself")
         if as_text:
@@ -240,9 +314,9 @@ class Model:
 
     def _generate_ids(self, ids: list[int], max_new_tokens: int, params, seed, ignore_eos) -> Iterator[int]:
         stop_ids = set() if ignore_eos else self.tokenizer.stop_ids
-        with self._lock:
+        with self._lock.hold():
             s = self._session
-            s.seed(self._seed if seed is None else int(seed))
+            s.seed(resolve_seed(self._seed if seed is None else seed))
             self._prefill(ids)
             if max_new_tokens == 0:
                 return
@@ -302,12 +376,27 @@ class Model:
         generate_kwargs.pop("add_bos", None)
         stream = generate_kwargs.pop("stream", False)
         stop = generate_kwargs.pop("stop", None)
+        if stop is not None and not isinstance(stop, str) and not all(isinstance(x, str) for x in stop):
+            raise InvalidParameterType("stop must be a string or a list of strings", "stop")
         out_ids = self.generate(ids, stream=True, **generate_kwargs)
         it = self._texts(out_ids, ids, [stop] if isinstance(stop, str) else stop)
         return it if stream else "".join(it)
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        """The chat prompt text. A leading system message goes into the first user turn, for every
+        model alike (tokenizer.fold_system); roles other than system/user/assistant raise
+        ChatTemplateError. Warns once (BaseModelChatWarning) when the model is a base model."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        if add_generation_prompt:
+            self.warn_if_base_model(stacklevel=3)
+        return text
+
+    def warn_if_base_model(self, stacklevel: int = 2) -> None:
+        """Warn (BaseModelChatWarning, once per Model) that a base model is about to be used for chat."""
+        if self.is_base_model and not self._warned_base_chat:
+            self._warned_base_chat = True
+            warnings.warn(base_chat_warning(os.path.basename(self.path)), BaseModelChatWarning,
+                          stacklevel=stacklevel + 1)
 
     # ------------------------------------------------------------------ OpenAI-shaped calls
     def create_completion(self, prompt, **kw):

@@ -21,7 +21,6 @@ repeat_penalty (or repetition_penalty), ignore_eos.
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 import uuid
@@ -29,31 +28,33 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .model import ContextLengthError
+from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidParameterType,
+                     InvalidRequestError, check, resolve_seed)
 from .tokenizer import ChatTemplateError, StopMatcher, StreamDecoder
 
 
-class InvalidRequestError(ValueError):
-    """A request parameter that is missing, of the wrong type or out of range.
-
-    `param` names the offending parameter and `code` is OpenAI's error code where one fits
-    (e.g. "context_length_exceeded"); the server answers these with HTTP 400.
-    """
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-
 # ---------------------------------------------------------------------------- generation core
+class _Progress:
+    """What a running generation has produced so far (kept apart from TextGeneration so that the
+    generator running it does not refer back to its TextGeneration: dropping one then frees the
+    Model at once, without waiting for the garbage collector to break a cycle)."""
+
+    __slots__ = ("completion_tokens", "finish_reason", "text_parts", "t_start", "t_first", "t_end")
+
+    def __init__(self):
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self.text_parts: list[str] = []
+        self.t_start = self.t_first = self.t_end = None
+
+
 class TextGeneration:
     """Generates text from prompt token ids, counting tokens and recording why it ended.
 
     Iterate it for text pieces (which join to the whole text); afterwards `finish_reason`
     ("stop" or "length", or "cancelled" when `cancel` was set), `completion_tokens` and the
     timings are filled in. Iterate and close it in one thread: the Model's lock is held
-    while it runs. `close()` stops it early and frees the model.
+    while it runs. `close()` (or dropping it) stops it early and frees the model.
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,
@@ -66,73 +67,42 @@ class TextGeneration:
         self.max_tokens = max_tokens
         self.stop = [s for s in (stop or []) if s]
         self.cancel = cancel
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.text_parts: list[str] = []
-        self.t_start = self.t_first = self.t_end = None
+        self._p = _Progress()
         # Validates every parameter now (before anything streams); runs on first next().
         self._ids = model.generate(self.prompt_ids, max_new_tokens=max_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p, min_p=min_p,
                                    repetition_penalty=repetition_penalty, seed=seed, stream=True,
                                    ignore_eos=ignore_eos)
-        self._iter = self._run()
+        self._iter = _generate_text(self._p, self._ids, StreamDecoder(model.tokenizer, self.prompt_ids),
+                                    StopMatcher(self.stop), cancel,
+                                    min(max_tokens, model.max_seq_len - self.prompt_tokens))
+
+    completion_tokens = property(lambda self: self._p.completion_tokens)
+    finish_reason = property(lambda self: self._p.finish_reason)
+    text_parts = property(lambda self: self._p.text_parts)
+    t_start = property(lambda self: self._p.t_start)
+    t_first = property(lambda self: self._p.t_first)
+    t_end = property(lambda self: self._p.t_end)
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        return "".join(self._p.text_parts)
 
     @property
     def prefill_seconds(self) -> float | None:
-        return None if self.t_first is None else self.t_first - self.t_start
+        p = self._p
+        return None if p.t_first is None else p.t_first - p.t_start
 
     @property
     def decode_seconds(self) -> float | None:
-        return None if self.t_first is None or self.t_end is None else self.t_end - self.t_first
+        p = self._p
+        return None if p.t_first is None or p.t_end is None else p.t_end - p.t_first
 
     def __iter__(self) -> Iterator[str]:
         return self._iter
 
     def __next__(self) -> str:
         return next(self._iter)
-
-    def _run(self) -> Iterator[str]:
-        dec = StreamDecoder(self.model.tokenizer, self.prompt_ids)
-        matcher = StopMatcher(self.stop)
-        self.t_start = time.perf_counter()
-        hit = False
-        try:
-            for tok in self._ids:
-                if self.t_first is None:
-                    self.t_first = time.perf_counter()
-                self.completion_tokens += 1
-                piece, hit = matcher.feed(dec.push(tok))
-                if piece:
-                    self.text_parts.append(piece)
-                    yield piece
-                if hit:
-                    break
-                if self.cancel is not None and self.cancel.is_set():
-                    self.finish_reason = "cancelled"
-                    return
-            if not hit:
-                piece, hit = matcher.feed(dec.flush())
-                if not hit:
-                    piece += matcher.finish()
-                if piece:
-                    self.text_parts.append(piece)
-                    yield piece
-            if hit:
-                self.finish_reason = "stop"
-            elif (self.completion_tokens >= self.max_tokens
-                  or self.prompt_tokens + self.completion_tokens >= self.model.max_seq_len):
-                self.finish_reason = "length"
-            else:
-                self.finish_reason = "stop"
-        finally:
-            self.t_end = time.perf_counter()
-            if self.finish_reason is None:
-                self.finish_reason = "cancelled"
-            self._ids.close()
 
     def close(self) -> None:
         self._iter.close()
@@ -145,13 +115,52 @@ class TextGeneration:
         return self.text
 
 
+def _generate_text(p: _Progress, ids: Iterator[int], dec: StreamDecoder, matcher: StopMatcher,
+                   cancel: threading.Event | None, limit: int) -> Iterator[str]:
+    """The text pieces of a generation, recording progress in `p`. `limit` is where it ends
+    for length (max_tokens, or the room left in the context)."""
+    p.t_start = time.perf_counter()
+    hit = False
+    try:
+        for tok in ids:
+            if p.t_first is None:
+                p.t_first = time.perf_counter()
+            p.completion_tokens += 1
+            piece, hit = matcher.feed(dec.push(tok))
+            if piece:
+                p.text_parts.append(piece)
+                yield piece
+            if hit:
+                break
+            if cancel is not None and cancel.is_set():
+                p.finish_reason = "cancelled"
+                return
+        if not hit:
+            piece, hit = matcher.feed(dec.flush())
+            if not hit:
+                piece += matcher.finish()
+            if piece:
+                p.text_parts.append(piece)
+                yield piece
+        p.finish_reason = "length" if not hit and p.completion_tokens >= limit else "stop"
+    finally:
+        p.t_end = time.perf_counter()
+        if p.finish_reason is None:
+            p.finish_reason = "cancelled"
+        ids.close()
+
+
 # ---------------------------------------------------------------------------- parameters
+# Fields a request may carry. Everything else gets HTTP 400 naming the field: a field we do not
+# implement (grammar, json_schema, mirostat, typical_p, dry_*, n_predict, ...) would change the
+# output, and answering 200 with unconstrained text would hide that. IGNORED_FIELDS are sent
+# routinely by OpenAI clients and SDKs and do not change the text (listed in docs/server.md).
+IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 _COMMON = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
            "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "stop", "stream",
-           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "user", "model", "ignore_eos"}
+           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "ignore_eos"} | IGNORED_FIELDS
 _COMPLETION = _COMMON | {"prompt", "echo", "suffix", "best_of"}
-_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice", "functions", "function_call",
-                   "parallel_tool_calls"}
+_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice", "functions", "function_call"}
 
 
 @dataclass
@@ -177,25 +186,12 @@ class Request:
                               ignore_eos=self.ignore_eos, cancel=cancel, **self.sampling)
 
 
-def _number(params, name, default, lo=None, hi=None, integer=False):
+def _number(params, name, default, canonical=None):
+    """params[name] checked against the shared bounds table (params.py), or `default`."""
     v = params.get(name)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InvalidRequestError(f"'{name}' must be a number, got {_jtype(v)}", name)
-    if integer:
-        if isinstance(v, float):
-            if not v.is_integer():
-                raise InvalidRequestError(f"'{name}' must be an integer, got {v!r}", name)
-            v = int(v)
-    else:
-        v = float(v)
-        if v != v:
-            raise InvalidRequestError(f"'{name}' must be a number, got NaN", name)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise InvalidRequestError(f"'{name}' must be {rng}, got {v!r}", name)
-    return v
+    return check(canonical or name, v, shown=name)
 
 
 def _jtype(v) -> str:
@@ -214,14 +210,17 @@ def _bool(params, name, default=False) -> bool:
 
 def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> dict:
     out: dict[str, Any] = {}
-    n = _number(params, "n", 1, integer=True)
-    if n != 1:
+    n = params.get("n", 1)
+    if n is not None and n != 1:
         raise InvalidRequestError("only n=1 is supported (one choice per request)", "n")
     bo = params.get("best_of")
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")
     for name in ("frequency_penalty", "presence_penalty"):
-        if _number(params, name, 0.0, -2.0, 2.0) != 0.0:
+        v = params.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InvalidParameterType(f"{name} must be a number, got {_jtype(v)}", name)
+        if v not in (None, 0):
             raise InvalidRequestError(f"'{name}' is not supported (use repeat_penalty)", name)
     lp = params.get("logprobs")
     if lp not in (None, False, 0):
@@ -231,18 +230,12 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     if params.get("logit_bias"):
         raise InvalidRequestError("'logit_bias' is not supported", "logit_bias")
     name = "max_completion_tokens" if params.get("max_completion_tokens") is not None else "max_tokens"
-    out["max_tokens"] = _number(params, name, default_max_tokens, lo=0, integer=True)
-    temperature = _number(params, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(params, "top_p", 1.0, 0.0, 1.0)
-    top_k = _number(params, "top_k", 0, lo=0, integer=True)
-    min_p = _number(params, "min_p", 0.0, 0.0, 1.0)
+    out["max_tokens"] = _number(params, name, default_max_tokens, "max_new_tokens")
     rp_name = "repetition_penalty" if params.get("repetition_penalty") is not None else "repeat_penalty"
-    rp = _number(params, rp_name, 1.0, lo=0.0)
-    if rp <= 0:
-        raise InvalidRequestError(f"'{rp_name}' must be > 0, got {rp}", rp_name)
-    out["sampling"] = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=rp)
-    seed = _number(params, "seed", None, integer=True)
-    out["seed"] = random.getrandbits(63) if seed is None else seed & ((1 << 64) - 1)
+    out["sampling"] = dict(temperature=_number(params, "temperature", 1.0), top_p=_number(params, "top_p", 1.0),
+                           top_k=_number(params, "top_k", 0), min_p=_number(params, "min_p", 0.0),
+                           repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"))
+    out["seed"] = resolve_seed(_number(params, "seed", None))
     stop = params.get("stop")
     if stop is None:
         stop = []
@@ -280,10 +273,10 @@ def _check_fits(model, ids: list[int], max_tokens: int | None, param: str) -> in
     return room if max_tokens is None else min(max_tokens, room)
 
 
-def parse_completion(model, params: dict, *, strict: bool = False) -> Request:
+def parse_completion(model, params: dict) -> Request:
     """Validate /v1/completions parameters (a JSON body or keyword arguments) into a Request."""
-    _unknown(params, _COMPLETION, strict)
-    c = _common(params, model, "completion", 16)
+    _unknown(params, _COMPLETION)
+    c = _common(params, model, "completion", DEFAULT_COMPLETION_MAX_TOKENS)
     if params.get("suffix"):
         raise InvalidRequestError("'suffix' is not supported", "suffix")
     prompt = params.get("prompt")
@@ -334,7 +327,8 @@ def _message_text(m: dict, i: int) -> str:
 
 
 def normalize_messages(messages: Any) -> list[dict[str, str]]:
-    """OpenAI chat messages -> [{'role', 'content'}] with roles system/user/assistant."""
+    """OpenAI chat messages -> [{'role', 'content'}]: text parts joined, 'developer' read as
+    'system'. Which roles are allowed, and where, is the chat template's rule (fold_system)."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array", "messages")
     out = []
@@ -342,57 +336,46 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
         if not isinstance(m, dict):
             raise InvalidRequestError(f"messages[{i}] must be an object", f"messages[{i}]")
         role = m.get("role")
-        if role == "developer":
+        if role == "developer":  # OpenAI's newer name for the system role
             role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise InvalidRequestError(f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}",
-                                      f"messages[{i}].role")
         out.append({"role": role, "content": _message_text(m, i)})
     return out
 
 
 def render_chat(model, messages: list[dict[str, str]]) -> str:
-    """The chat prompt text. System messages go into the first user turn when the model's
-    template does not take a system role (as Gemma 3's own template does)."""
-    try:
-        return model.apply_chat_template(messages)
-    except ChatTemplateError:
-        if not any(m["role"] == "system" for m in messages):
-            raise
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    rest = [dict(m) for m in messages if m["role"] != "system"]
-    if rest and rest[0]["role"] == "user":
-        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-    else:
-        rest.insert(0, {"role": "user", "content": system})
-    return model.apply_chat_template(rest)
+    """The chat prompt text (Model.apply_chat_template: one rule for system messages everywhere)."""
+    return model.apply_chat_template(messages)
 
 
-def parse_chat(model, params: dict, *, strict: bool = False) -> Request:
+def parse_chat(model, params: dict) -> Request:
     """Validate /v1/chat/completions parameters into a Request."""
-    _unknown(params, _CHAT, strict)
-    c = _common(params, model, "chat", None)
+    _unknown(params, _CHAT)
+    c = _common(params, model, "chat", DEFAULT_MAX_TOKENS)
     for name in ("tools", "functions"):
         if params.get(name):
             raise InvalidRequestError(f"'{name}' (tool calling) is not supported", name)
     rf = params.get("response_format")
     if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-        raise InvalidRequestError("only response_format {'type': 'text'} is supported", "response_format")
+        raise InvalidRequestError("only response_format {'type': 'text'} is supported (no JSON mode or "
+                                  "json_schema yet)", "response_format")
+    tc = params.get("tool_choice")
+    if tc not in (None, "none", "auto"):
+        raise InvalidRequestError("'tool_choice' is not supported (no tool calling)", "tool_choice")
     messages = normalize_messages(params.get("messages"))
     try:
         text = render_chat(model, messages)
     except ChatTemplateError as e:
-        raise InvalidRequestError(str(e), "messages") from None
+        raise InvalidRequestError(str(e), e.param or "messages") from None
     ids = model.tokenize(text, add_bos=False)
     max_tokens = _check_fits(model, ids, c.pop("max_tokens"), "messages")
     return Request(kind="chat", prompt_ids=ids, prompt_text=text, max_tokens=max_tokens, echo=False, **c)
 
 
-def _unknown(params: dict, known: set, strict: bool) -> None:
-    if strict:
-        extra = sorted(set(params) - known)
-        if extra:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(extra)}")
+def _unknown(params: dict, known: set) -> None:
+    extra = sorted(set(params) - known)
+    if extra:
+        raise InvalidRequestError(f"unsupported parameter '{extra[0]}': gemma_cpp does not implement it, and "
+                                  f"ignoring it could change the output", extra[0])
 
 
 # ---------------------------------------------------------------------------- response objects
@@ -496,20 +479,20 @@ def create_completion(model, prompt, /, **params):
     stream_options={"include_usage": bool}, model (the name to report); extensions: top_k=0,
     min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False.
     Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.
-    Bad parameters raise InvalidRequestError (a ValueError); unknown ones raise TypeError.
+    Bad or unsupported parameters raise InvalidRequestError (a ValueError naming `.param`).
     """
-    req = parse_completion(model, dict(params, prompt=prompt), strict=True)
+    req = parse_completion(model, dict(params, prompt=prompt), )
     return _run(model, req)
 
 
 def create_chat_completion(model, messages, /, **params):
     """Answer the chat `messages` (OpenAI-style dicts), llama-cpp-python style.
 
-    Takes create_completion's parameters, except that max_tokens defaults to the rest of the
-    context and there is no echo. Returns a `chat.completion` dict, or with stream=True an
+    Takes create_completion's parameters, except that max_tokens defaults to 512
+    (params.DEFAULT_MAX_TOKENS) and there is no echo. Returns a `chat.completion` dict, or with stream=True an
     iterator of `chat.completion.chunk` dicts.
     """
-    req = parse_chat(model, dict(params, messages=messages), strict=True)
+    req = parse_chat(model, dict(params, messages=messages), )
     return _run(model, req)
 
 

@@ -107,6 +107,12 @@ class ServerState:
         self.name = model_name or oc.model_id(model)
         self.api_key = api_key
         self.pool = SlotPool([model] + [model.clone() for _ in range(parallel - 1)])
+        if model.is_base_model:  # said once here, not again on each chat request
+            from .variant import base_chat_warning
+
+            print(f"gemma-cpp serve: warning: {base_chat_warning(self.name)}", file=sys.stderr, flush=True)
+            for m in self.pool.models:
+                m._warned_base_chat = True
         self.created = int(os.path.getmtime(model.path))
         self.stats = collections.Counter()
 
@@ -341,7 +347,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
           n_threads: int | None = None, ctx: int | None = None, parallel: int = 1, log_level: str = "info",
-          model_name: str | None = None) -> None:
+          model_name: str | None = None, kv_dtype: str = "f32") -> None:
     """Load `model_path` and serve it until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
@@ -349,7 +355,7 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080, api_key
 
     if n_threads is None:  # the cores are shared among the slots
         n_threads = max(1, _core.default_threads() // parallel)
-    model = Model(model_path, n_threads=n_threads, max_seq_len=ctx)
+    model = Model(model_path, n_threads=n_threads, max_seq_len=ctx, kv_dtype=kv_dtype)
     app = create_app(model, parallel=parallel, api_key=api_key, model_name=model_name)
     sock = _bind(host, port)
     bound = sock.getsockname()
@@ -357,7 +363,8 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080, api_key
     name = app.state.gemma.name
     print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 ({parallel} slot"
           f"{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''} each, context "
-          f"{model.max_seq_len}{', API key required' if api_key else ''})", file=sys.stderr, flush=True)
+          f"{model.max_seq_len}, {model.kv_dtype} KV cache{', API key required' if api_key else ''})",
+          file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
 

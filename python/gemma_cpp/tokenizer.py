@@ -20,7 +20,51 @@ GEMMA_CHAT_TEMPLATE = (
 
 
 class ChatTemplateError(ValueError):
-    """The chat template rejected the messages (e.g. roles that do not alternate)."""
+    """The chat template rejected the messages (e.g. roles that do not alternate). `param` names
+    the offending field (e.g. "messages[2].role") where one is known."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def fold_system(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """Check the roles and put a leading system message at the start of the first user turn.
+
+    Gemma's templates have no system role (Gemma 1's rejects one; Gemma 3's folds it into the
+    first user turn itself, as "system\n\nuser"), so every entry point does that fold here, the
+    same way for every model. Only the first message may be a system message.
+    """
+    if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Sequence):
+        raise ChatTemplateError(f"messages must be a list of dicts with 'role' and 'content', got "
+                                f"{type(messages).__name__}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ChatTemplateError(f"messages[{i}] must be a dict with 'role' and 'content', got {m!r}",
+                                    f"messages[{i}]")
+        role = m["role"]
+        if role not in CHAT_ROLES:
+            raise ChatTemplateError(f"messages[{i}]: role {role!r} is not supported; Gemma's chat template "
+                                    f"takes 'user' and 'assistant' turns, and one 'system' message first",
+                                    f"messages[{i}].role")
+        if not isinstance(m["content"], str):
+            raise ChatTemplateError(f"messages[{i}].content must be a string, got {type(m['content']).__name__}",
+                                    f"messages[{i}].content")
+        if role == "system" and i > 0:
+            raise ChatTemplateError(f"messages[{i}]: a system message is only supported as the first message",
+                                    f"messages[{i}].role")
+        out.append({"role": role, "content": m["content"]})
+    if out and out[0]["role"] == "system":
+        system = out.pop(0)["content"]
+        if out and out[0]["role"] == "user":
+            out[0] = {"role": "user", "content": f"{system}\n\n{out[0]['content']}"}
+        else:
+            out.insert(0, {"role": "user", "content": system})
+    return out
 
 
 class Tokenizer:
@@ -77,9 +121,7 @@ class Tokenizer:
         """The prompt string, exactly as transformers' apply_chat_template(tokenize=False) renders it."""
         if self._template is None:
             self._template = _compile_template(self.chat_template)
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ChatTemplateError(f"each message must be a dict with 'role' and 'content', got {m!r}")
+        messages = fold_system(messages)
         names = {"bos_token": self.id_to_piece(self.bos_id),
                  "eos_token": self.id_to_piece(self.eos_ids[0]) if self.eos_ids else "",
                  "pad_token": self.id_to_piece(self.special.get("pad", 0) or 0),

@@ -5,6 +5,7 @@
 // Built by CMake with GEMMA_BUILD_TESTS=ON (ctest runs it) and cross-built for aarch64 by
 // tests/cpp/run_neon_qemu.sh (runs under qemu-aarch64).
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -84,8 +85,9 @@ static void test_matmul(DType dt, const Case& c, std::mt19937& g) {
     CHECK(ys[size_t(t * ldy + R)] == -1.f, "wrote past the rows");
   }
 
-  // Every ISA vs scalar: same integers (quantised) or same products (float); only the order of
-  // float additions differs, so agreement is to a few ulps of sum |terms|.
+  // Every ISA vs scalar. Quantised: the canonical arithmetic (quant_canonical.h), so the same
+  // bits. Float: same products, only the order of float additions differs, so agreement is to a
+  // few ulps of sum |terms|. Either way each token alone (decode) equals its row of the batch.
   for (Isa isa : available_isas()) {
     if (isa == Isa::Scalar) continue;
     for (int threads : {1, 2}) {
@@ -97,7 +99,7 @@ static void test_matmul(DType dt, const Case& c, std::mt19937& g) {
           double mag = 0;
           for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(r * K + k)]) * x[size_t(t * K + k)]);
           const double diff = std::fabs(double(y[size_t(t * ldy + r)]) - ys[size_t(t * ldy + r)]);
-          const double tol = 1e-5 * mag + 1e-6;
+          const double tol = is_quantized(dt) ? 0.0 : 1e-5 * mag + 1e-6;
           if (diff > tol) worst = std::max(worst, diff / tol);
           CHECK(diff <= tol, "%s %s vs scalar R=%ld K=%ld T=%ld thr=%d t=%ld r=%ld: %g vs %g",
                 isa_name(isa), dtype_name(dt), long(R), long(K), long(T), threads, long(t), long(r),
@@ -105,6 +107,12 @@ static void test_matmul(DType dt, const Case& c, std::mt19937& g) {
           if (diff > tol) return;  // one message per case is enough
         }
       for (int64_t t = 0; t < T; ++t) CHECK(y[size_t(t * ldy + R)] == -1.f, "%s wrote past the rows", isa_name(isa));
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<float> y1(size_t(R), -1.f);
+        matmul_isa(isa, W, x.data() + t * K, 1, y1.data(), R, threads);
+        CHECK(std::memcmp(y1.data(), y.data() + t * ldy, size_t(R) * 4) == 0,
+              "%s %s token %ld alone differs from the batch of %ld", isa_name(isa), dtype_name(dt), long(t), long(T));
+      }
     }
   }
 }
@@ -175,6 +183,59 @@ static void test_vec(std::mt19937& g) {
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+      }
+    }
+}
+
+// The typed-row kernels of the KV cache (bf16 rows; int8 rows with a scale per row): every ISA
+// against the scalar reference, and the scalar reference against the f32 kernel on the same
+// values widened to float (exactly representable, so only the summation order could differ: the
+// reference uses the same order, hence equality).
+static void test_vec_typed(std::mt19937& g) {
+  std::uniform_int_distribution<int> lv(-127, 127);
+  for (int64_t n : {1, 7, 8, 24, 33, 256, 257})
+    for (int64_t nk : {1, 3, 17}) {
+      const int64_t stride = n + 5;
+      auto q = randn(g, size_t(n)), p = randn(g, size_t(nk)), Kf = randn(g, size_t(nk * stride));
+      std::vector<uint16_t> Kb(Kf.size());
+      std::vector<int8_t> K8(Kf.size());
+      std::vector<float> Kbf(Kf.size()), K8f(Kf.size()), scale(size_t(nk * 2));
+      for (size_t i = 0; i < Kf.size(); ++i) {
+        Kb[i] = f32_to_bf16(Kf[i]);
+        Kbf[i] = bf16_to_f32(Kb[i]);
+        K8[i] = int8_t(lv(g));
+        K8f[i] = float(K8[i]);
+      }
+      for (auto& s : scale) s = std::fabs(randn(g, 1)[0]) * 0.01f;
+      std::vector<float> ref(static_cast<size_t>(nk)), ref_f(static_cast<size_t>(nk)), got(static_cast<size_t>(nk));
+      vec::scalar::dot_rows_t<uint16_t>(q.data(), Kb.data(), stride, nullptr, 0, nk, n, ref.data());
+      vec::scalar::dot_rows(q.data(), Kbf.data(), stride, nk, n, ref_f.data());
+      CHECK(ref == ref_f, "bf16 dot_rows reference differs from f32 on the widened values n=%ld", long(n));
+      std::vector<float> wref(static_cast<size_t>(n), 0.5f), wgot(static_cast<size_t>(n));
+      vec::scalar::weighted_sum_rows_t<int8_t>(p.data(), K8.data(), stride, scale.data(), 2, nk, n, wref.data());
+      std::vector<float> ref8(static_cast<size_t>(nk));
+      vec::scalar::dot_rows_t<int8_t>(q.data(), K8.data(), stride, scale.data(), 2, nk, n, ref8.data());
+      for (Isa isa : available_isas()) {
+        vec::dot_rows_bf16_isa(isa, q.data(), Kb.data(), stride, nk, n, got.data());
+        for (int64_t j = 0; j < nk; ++j)
+          CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
+                "%s dot_rows_bf16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
+        vec::dot_rows_q8_isa(isa, q.data(), K8.data(), stride, scale.data(), 2, nk, n, got.data());
+        for (int64_t j = 0; j < nk; ++j)
+          CHECK(std::fabs(got[size_t(j)] - ref8[size_t(j)]) <= (1e-5f * float(n) + 1e-6f) * 127.f * scale[size_t(2 * j)],
+                "%s dot_rows_q8 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
+        std::fill(wgot.begin(), wgot.end(), 0.5f);
+        vec::weighted_sum_rows_q8_isa(isa, p.data(), K8.data(), stride, scale.data(), 2, nk, n, wgot.data());
+        for (int64_t i = 0; i < n; ++i)
+          CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
+                "%s weighted_sum_rows_q8 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+        std::fill(wgot.begin(), wgot.end(), 0.5f);
+        std::vector<float> wref_b(static_cast<size_t>(n), 0.5f);
+        vec::scalar::weighted_sum_rows(p.data(), Kbf.data(), stride, nk, n, wref_b.data());
+        vec::weighted_sum_rows_bf16_isa(isa, p.data(), Kb.data(), stride, nk, n, wgot.data());
+        for (int64_t i = 0; i < n; ++i)
+          CHECK(std::fabs(wgot[size_t(i)] - wref_b[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
+                "%s weighted_sum_rows_bf16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
       }
     }
 }
@@ -269,6 +330,7 @@ int main() {
   for (Isa i : available_isas()) isas += std::string(" ") + isa_name(i);
   std::printf("kernel_tests: ISAs available:%s\n", isas.c_str());
   test_vec(g);
+  test_vec_typed(g);
   test_geglu(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .. import variant
 from ..gcpp_format import ModelSource, write
 
 from ._defaults import DEFAULT_DTYPE, DTYPES, GGUF_DEFAULT_DTYPE, SOURCE
@@ -32,10 +33,15 @@ def read_source(src: str, *, dtype: str | None = None, embed_dtype: str | None =
     if is_gguf(src):
         from .gguf_reader import read_gguf
 
-        return read_gguf(src, dtype=dtype, embed_dtype=embed_dtype)
-    from .hf import read_hf
+        source = read_gguf(src, dtype=dtype, embed_dtype=embed_dtype)
+    else:
+        from .hf import read_hf
 
-    return read_hf(src, dtype=dtype, embed_dtype=embed_dtype)
+        source = read_hf(src, dtype=dtype, embed_dtype=embed_dtype)
+    # Base or instruction-tuned, judged from the source and kept in the file (see variant.py).
+    source.provenance["variant"] = variant.detect(variant.names_from_provenance(source.provenance),
+                                                  bool(source.chat_template))
+    return source
 
 
 def convert(src: str, out: str, *, dtype: str | None = None, embed_dtype: str | None = None,

@@ -1,0 +1,145 @@
+#include "model/kv_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "kernels/dtype.h"
+#include "kernels/vec.h"
+
+namespace gemma {
+
+const char* kv_dtype_name(KvDType t) {
+  switch (t) {
+    case KvDType::F32: return "f32";
+    case KvDType::BF16: return "bf16";
+    case KvDType::Q8: return "int8";
+  }
+  return "?";
+}
+
+KvDType kv_dtype_from_name(const std::string& n) {
+  if (n == "f32") return KvDType::F32;
+  if (n == "bf16") return KvDType::BF16;
+  if (n == "int8") return KvDType::Q8;
+  throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, bf16 or int8)");
+}
+
+KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
+    : dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
+      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::BF16 ? 2 : 1) {
+  const size_t L = size_t(c.n_layers);
+  cap_.resize(L);
+  sliding_ = c.layer_sliding;
+  k_.resize(L);
+  v_.resize(L);
+  ks_.resize(L);
+  vs_.resize(L);
+  for (size_t l = 0; l < L; ++l) {
+    cap_[l] = sliding_[l] ? std::min(max_seq, ring) : max_seq;
+    if (!sliding_[l]) continue;  // global layers grow with the sequence (reserve)
+    k_[l].assign(size_t(cap_[l]) * size_t(kv_dim_) * size_t(elem_bytes_), 0);
+    v_[l].assign(k_[l].size(), 0);
+    if (dtype_ == KvDType::Q8) {
+      ks_[l].assign(size_t(cap_[l]) * size_t(n_kv_heads_), 0.f);
+      vs_[l].assign(ks_[l].size(), 0.f);
+    }
+  }
+}
+
+void KVCache::reserve(int n) {
+  const size_t row = size_t(kv_dim_) * size_t(elem_bytes_);
+  for (size_t l = 0; l < cap_.size(); ++l) {
+    if (sliding_[l]) continue;
+    const size_t have = k_[l].size() / row;
+    if (have >= size_t(n)) continue;
+    size_t want = std::max<size_t>({size_t(n), have + have / 2, 256});
+    want = std::min<size_t>(want, size_t(max_seq_));
+    k_[l].resize(want * row);
+    v_[l].resize(want * row);
+    if (dtype_ == KvDType::Q8) {
+      ks_[l].resize(want * size_t(n_kv_heads_));
+      vs_[l].resize(want * size_t(n_kv_heads_));
+    }
+  }
+}
+
+// One head's values as int8 levels and a scale (max-abs / 127, round half to even).
+static float quantize_head(const float* x, int n, int8_t* q) {
+  float amax = 0.f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float scale = amax / 127.f;
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  for (int i = 0; i < n; ++i) q[i] = int8_t(std::max(-127.f, std::min(127.f, std::nearbyint(x[i] * inv))));
+  return scale;
+}
+
+void KVCache::store(int layer, int slot, const float* k, const float* v) {
+  const size_t l = size_t(layer), at = size_t(slot) * size_t(kv_dim_);
+  switch (dtype_) {
+    case KvDType::F32:
+      std::memcpy(&k_[l][at * 4], k, size_t(kv_dim_) * 4);
+      std::memcpy(&v_[l][at * 4], v, size_t(kv_dim_) * 4);
+      break;
+    case KvDType::BF16: {
+      auto* kd = reinterpret_cast<uint16_t*>(&k_[l][at * 2]);
+      auto* vd = reinterpret_cast<uint16_t*>(&v_[l][at * 2]);
+      for (int i = 0; i < kv_dim_; ++i) kd[i] = f32_to_bf16(k[i]), vd[i] = f32_to_bf16(v[i]);
+      break;
+    }
+    case KvDType::Q8:
+      for (int g = 0; g < n_kv_heads_; ++g) {
+        const size_t h = size_t(g) * size_t(head_dim_), s = size_t(slot) * size_t(n_kv_heads_) + size_t(g);
+        ks_[l][s] = quantize_head(k + h, head_dim_, reinterpret_cast<int8_t*>(&k_[l][at + h]));
+        vs_[l][s] = quantize_head(v + h, head_dim_, reinterpret_cast<int8_t*>(&v_[l][at + h]));
+      }
+      break;
+  }
+}
+
+const uint8_t* KVCache::row(const std::vector<uint8_t>& m, int slot, int g) const {
+  return m.data() + (size_t(slot) * size_t(kv_dim_) + size_t(g) * size_t(head_dim_)) * size_t(elem_bytes_);
+}
+
+void KVCache::dot_keys(int layer, int g, int slot0, int n, const float* q, float* scores) const {
+  const auto& K = k_[size_t(layer)];
+  switch (dtype_) {
+    case KvDType::F32:
+      vec::dot_rows(q, reinterpret_cast<const float*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
+      break;
+    case KvDType::BF16:
+      vec::dot_rows_bf16(q, reinterpret_cast<const uint16_t*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
+      break;
+    case KvDType::Q8:
+      vec::dot_rows_q8(q, reinterpret_cast<const int8_t*>(row(K, slot0, g)), kv_dim_,
+                       &ks_[size_t(layer)][size_t(slot0) * size_t(n_kv_heads_) + size_t(g)], n_kv_heads_, n,
+                       head_dim_, scores);
+      break;
+  }
+}
+
+void KVCache::add_values(int layer, int g, int slot0, int n, const float* p, float* out) const {
+  const auto& V = v_[size_t(layer)];
+  switch (dtype_) {
+    case KvDType::F32:
+      vec::weighted_sum_rows(p, reinterpret_cast<const float*>(row(V, slot0, g)), kv_dim_, n, head_dim_, out);
+      break;
+    case KvDType::BF16:
+      vec::weighted_sum_rows_bf16(p, reinterpret_cast<const uint16_t*>(row(V, slot0, g)), kv_dim_, n, head_dim_,
+                                  out);
+      break;
+    case KvDType::Q8:
+      vec::weighted_sum_rows_q8(p, reinterpret_cast<const int8_t*>(row(V, slot0, g)), kv_dim_,
+                                &vs_[size_t(layer)][size_t(slot0) * size_t(n_kv_heads_) + size_t(g)], n_kv_heads_,
+                                n, head_dim_, out);
+      break;
+  }
+}
+
+int64_t KVCache::bytes_per_position() const {
+  const int64_t per_layer = 2 * (int64_t(kv_dim_) * elem_bytes_ + (dtype_ == KvDType::Q8 ? 4 * n_kv_heads_ : 0));
+  return per_layer * int64_t(cap_.size());
+}
+
+}  // namespace gemma

@@ -1,0 +1,57 @@
+// The keys and values a Session keeps, per layer, in one of three element types:
+//   f32   exact (4 bytes per value)
+//   bf16  the top half of each f32, rounded to nearest even (2 bytes)
+//   int8  per (position, KV head): levels q in [-127, 127] and a float scale amax / 127, so a
+//         head's values are scale * q (1 byte per value + 4 bytes per head_dim values)
+// A value is stored once, when its token is evaluated, the same way whatever the chunking, so
+// the determinism rule holds for every type. Sliding-window layers keep a ring of `window +
+// chunk` positions (slot = pos % capacity); global layers grow with the sequence, never per token.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace gemma {
+
+enum class KvDType : uint8_t { F32 = 0, BF16 = 1, Q8 = 2 };
+
+const char* kv_dtype_name(KvDType t);
+KvDType kv_dtype_from_name(const std::string& name);  // throws std::invalid_argument naming the choices
+
+class KVCache {
+ public:
+  // max_seq: positions a global layer may hold; ring: capacity of sliding layers.
+  KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype);
+
+  KvDType dtype() const { return dtype_; }
+  int capacity(int layer) const { return cap_[size_t(layer)]; }
+  int slot(int layer, int pos) const { return pos % cap_[size_t(layer)]; }
+
+  // Global layers hold at least n positions afterwards (grown x1.5, at least 256 at a time).
+  void reserve(int n);
+
+  // Stores one token's k and v (kv_dim floats each) at `slot` of `layer`.
+  void store(int layer, int slot, const float* k, const float* v);
+
+  // scores[j] = q . k[slot0 + j] over KV head g's head_dim values, j < n.
+  void dot_keys(int layer, int g, int slot0, int n, const float* q, float* scores) const;
+  // out[i] += sum_j p[j] * v[slot0 + j][i] over KV head g, j < n.
+  void add_values(int layer, int g, int slot0, int n, const float* p, float* out) const;
+
+  // Bytes one position takes in every layer's K and V (what a longer context costs).
+  int64_t bytes_per_position() const;
+
+ private:
+  const uint8_t* row(const std::vector<uint8_t>& m, int slot, int g) const;
+
+  KvDType dtype_;
+  int kv_dim_, head_dim_, n_kv_heads_, max_seq_, elem_bytes_;
+  std::vector<int> cap_;
+  std::vector<uint8_t> sliding_;
+  std::vector<std::vector<uint8_t>> k_, v_;    // [capacity][kv_dim] elements per layer
+  std::vector<std::vector<float>> ks_, vs_;    // int8: [capacity][n_kv_heads] scales per layer
+};
+
+}  // namespace gemma

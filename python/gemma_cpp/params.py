@@ -1,0 +1,129 @@
+"""The one table of generation-parameter bounds and defaults, shared by every front end.
+
+`Model.generate`, `create_completion` / `create_chat_completion`, the CLI and the HTTP server
+all validate through `check()`, so an invalid value gets the same exception and the same message
+wherever it comes from (only the parameter's spelling differs: `max_new_tokens` in Python,
+`max_tokens` in OpenAI requests, `--max-new-tokens` on the command line). The CLI turns the
+error into exit status 2, the server into HTTP 400 with `param` set.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+# Most tokens generated when the caller does not say (CLI run/chat, Model.generate/chat, the
+# server's chat endpoint): bounded, as llama-server and ollama bound theirs, so a base model that
+# never emits EOS cannot run on for the whole context. OpenAI's /v1/completions keeps its own
+# documented default of 16.
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+
+# KV cache element types (Model(kv_dtype=...), --kv-dtype); the first is the default.
+KV_DTYPES = ("f32", "bf16", "int8")
+
+SEED_LIMIT = 1 << 64  # seeds are unsigned 64-bit (the C++ Mersenne Twister's seed type)
+
+
+class InvalidRequestError(ValueError):
+    """A parameter that is missing, of the wrong type or out of range.
+
+    `param` names the parameter as the caller spelled it; `code` is OpenAI's error code where
+    one fits (e.g. "context_length_exceeded"). The server answers these with HTTP 400.
+    """
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidParameterType(InvalidRequestError, TypeError):
+    """A parameter of the wrong type (also a TypeError, as Python callers expect)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    kind: type  # int or float
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is excluded
+    hi_open: bool = False
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{_fmt(self.lo)}, {_fmt(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {_fmt(self.lo)}"
+        return f"{'<' if self.hi_open else '<='} {_fmt(self.hi)}"
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(v)
+
+
+# Canonical names are the Python API's. The sampler (C++) enforces the same ranges again.
+BOUNDS: dict[str, Bound] = {
+    "max_new_tokens": Bound(int, lo=0),
+    "temperature": Bound(float, lo=0.0),              # 0 = greedy
+    "top_k": Bound(int, lo=0),                        # 0 = off
+    "top_p": Bound(float, lo=0.0, hi=1.0, lo_open=True),  # 1 = off
+    "min_p": Bound(float, lo=0.0, hi=1.0, hi_open=True),  # 0 = off
+    "repetition_penalty": Bound(float, lo=0.0, lo_open=True),  # 1 = off
+    "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
+}
+
+# What each front calls a canonical parameter, where it differs.
+OPENAI_NAMES = {"max_new_tokens": "max_tokens", "repetition_penalty": "repeat_penalty"}
+CLI_NAMES = {k: "--" + k.replace("_", "-") for k in BOUNDS}
+
+
+def _type_name(v: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
+            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def check(name: str, value: Any, shown: str | None = None):
+    """`value` validated against BOUNDS[name] and converted (int or float); raises
+    InvalidRequestError (InvalidParameterType for a wrong type) naming `shown` (default `name`)."""
+    b = BOUNDS[name]
+    shown = shown or name
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if hasattr(value, "__index__") and not isinstance(value, bool):  # numpy integers
+            value = int(value)
+        elif hasattr(value, "__float__") and b.kind is float and not isinstance(value, (str, bytes, bool)):
+            value = float(value)
+        else:
+            want = "an integer" if b.kind is int else "a number"
+            raise InvalidParameterType(f"{shown} must be {want}, got {_type_name(value)}", shown)
+    if b.kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise InvalidParameterType(f"{shown} must be an integer, got {value!r}", shown)
+            value = int(value)
+    else:
+        value = float(value)
+        if math.isnan(value):
+            raise InvalidRequestError(f"{shown} must be a number, got NaN", shown)
+    ok = True
+    if b.lo is not None:
+        ok = value > b.lo if b.lo_open else value >= b.lo
+    if ok and b.hi is not None:
+        ok = value < b.hi if b.hi_open else value <= b.hi
+    if not ok:
+        raise InvalidRequestError(f"{shown} must be {b.describe()}, got {value!r}", shown)
+    return value
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed rule of every entry point: an explicit seed is used as given (reproducible);
+    no seed draws a fresh random one, so repeated sampled calls differ (as in transformers and
+    llama-cpp-python). Greedy decoding (temperature 0) never looks at the seed."""
+    return random.getrandbits(64) if seed is None else seed
+
+
+__all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "InvalidRequestError", "InvalidParameterType",
+           "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS", "OPENAI_NAMES", "CLI_NAMES"]

@@ -187,6 +187,16 @@ def test_max_seq_len_validation(good):
         Model(good, n_threads=0)
 
 
+def test_n_threads_bounded_and_unchanged_on_error(good):
+    m = Model(good, n_threads=2)
+    for bad in (2**31 - 1, 2**40, 0, True, 1.5):
+        with pytest.raises(ValueError, match=r"n_threads must be an int in \[1, 1024\]"):
+            m.n_threads = bad
+        assert m.n_threads == 2
+    m.n_threads = 1
+    assert m.n_threads == 1 and len(m.generate([2, 5, 6], max_new_tokens=3, ignore_eos=True)) == 3
+
+
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(temperature=-1), ValueError, "temperature"),
     (dict(temperature=float("nan")), ValueError, "temperature"),

@@ -26,6 +26,7 @@ def test_kv_bytes_per_token(make_gcpp):
     assert f32.kv_dtype == "f32"
     assert f32.kv_bytes_per_token == 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
     assert Model(path, kv_dtype="bf16").kv_bytes_per_token == f32.kv_bytes_per_token // 2
+    assert Model(path, kv_dtype="f16").kv_bytes_per_token == f32.kv_bytes_per_token // 2
     int8 = Model(path, kv_dtype="int8")
     # one byte per value plus a float scale per head and position
     assert int8.kv_bytes_per_token == 2 * cfg.n_layers * cfg.n_kv_heads * (cfg.head_dim + 4)
@@ -33,14 +34,14 @@ def test_kv_bytes_per_token(make_gcpp):
 
 
 def test_kv_dtype_rejected_by_name(make_gcpp):
-    with pytest.raises(ValueError, match="kv_dtype must be one of f32, bf16, int8"):
+    with pytest.raises(ValueError, match="kv_dtype must be one of f32, f16, bf16, int8"):
         Model(make_gcpp("g3"), kv_dtype="q4")
 
 
 # Measured on g3 (random weights, 300 tokens, 37x the sliding window): mean KL to the f32 cache
-# bf16 5e-6, int8 4.6e-5 (an 8-bit mantissa vs 7 bits of the head's max-abs); the thresholds
-# leave ~10x. The real 270M's figures are in docs/quantization.md.
-@pytest.mark.parametrize("kv_dtype,max_kl", [("bf16", 5e-5), ("int8", 5e-4)])
+# f16 7e-8, bf16 5e-6, int8 4.6e-5 (11- and 8-bit mantissas, 7 bits of the head's max-abs); the
+# thresholds leave ~10x. The real 270M's figures are in docs/quantization.md.
+@pytest.mark.parametrize("kv_dtype,max_kl", [("f16", 1e-6), ("bf16", 5e-5), ("int8", 5e-4)])
 def test_kv_quality_against_f32_cache(make_gcpp, kv_dtype, max_kl):
     path = make_gcpp("g3")
     ids = _ids(300)
@@ -51,7 +52,7 @@ def test_kv_quality_against_f32_cache(make_gcpp, kv_dtype, max_kl):
     assert np.array_equal(pf[0], pq[0]) or kl[0] < max_kl  # the first token attends to itself only
 
 
-@pytest.mark.parametrize("kv_dtype", ["bf16", "int8"])
+@pytest.mark.parametrize("kv_dtype", ["f16", "bf16", "int8"])
 def test_kv_dtype_keeps_determinism(make_gcpp, kv_dtype):
     path = make_gcpp("g3", dtype="int8")
     ids = _ids(300)

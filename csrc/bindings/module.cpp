@@ -311,6 +311,7 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("default_threads", &default_threads);
+  m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
   m.def(
       "_set_interrupt_check_hook",
       [](py::object fn) {

@@ -27,6 +27,7 @@ void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t n
 static inline float to_float(float v) { return v; }
 static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
 static inline float to_float(int8_t v) { return float(v); }
+static inline float to_float(Half v) { return f16_to_f32(v.bits); }
 
 template <typename E>
 void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
@@ -53,10 +54,19 @@ template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const
                                    int64_t, float*);
 template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
                                  int64_t, float*);
+template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
+                               float*);
+template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
+                                        int64_t, float*);
 template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
                                             int64_t, int64_t, float*);
 template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
                                           int64_t, int64_t, float*);
+
+template void dot_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t, int64_t,
+                                float*);
+template void weighted_sum_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t,
+                                         int64_t, float*);
 }  // namespace scalar
 
 // AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
@@ -115,6 +125,20 @@ void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int6
                                 int64_t n, float* out) {
   weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
 }
+void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
+                      float* out) {
+  dot_rows_typed(isa, q, K, stride, nullptr, 0, nk, n, out);
+}
+void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
+                               float* out) {
+  weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
+}
+void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out) {
+  dot_rows_f16_isa(active_isa(), q, K, stride, nk, n, out);
+}
+void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out) {
+  weighted_sum_rows_f16_isa(active_isa(), p, V, stride, nk, n, out);
+}
 void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
                      int64_t scale_stride, int64_t nk, int64_t n, float* out) {
   dot_rows_typed(isa, q, K, stride, scale, scale_stride, nk, n, out);
@@ -138,6 +162,62 @@ void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const
                           int64_t scale_stride, int64_t nk, int64_t n, float* out) {
   weighted_sum_rows_q8_isa(active_isa(), p, V, stride, scale, scale_stride, nk, n, out);
 }
+
+template <typename E>
+void dot_rows_multi_isa(Isa isa, const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride,
+                        const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                        int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa))
+    return avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
+#endif
+  (void)isa;
+  for (int h = 0; h < nq; ++h)
+    scalar::dot_rows_t(Q + h * q_stride, K, stride, scale, scale_stride, nk, n, out + h * out_stride);
+}
+
+template <typename E>
+void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                                 const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                                 int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa))
+    return avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,
+                                           out_stride);
+#endif
+  (void)isa;
+  for (int h = 0; h < nq; ++h)
+    scalar::weighted_sum_rows_t(P + h * p_stride, V, stride, scale, scale_stride, nk, n, out + h * out_stride);
+}
+
+template <typename E>
+void dot_rows_multi(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                    int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  dot_rows_multi_isa(active_isa(), Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
+}
+
+template <typename E>
+void weighted_sum_rows_multi(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                             const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                             int64_t out_stride) {
+  weighted_sum_rows_multi_isa(active_isa(), P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,
+                              out_stride);
+}
+
+#define GEMMA_VEC_MULTI(E)                                                                                   \
+  template void dot_rows_multi_isa<E>(Isa, const float*, int64_t, int, const E*, int64_t, const float*,      \
+                                      int64_t, int64_t, int64_t, float*, int64_t);                           \
+  template void weighted_sum_rows_multi_isa<E>(Isa, const float*, int64_t, int, const E*, int64_t,           \
+                                               const float*, int64_t, int64_t, int64_t, float*, int64_t);    \
+  template void dot_rows_multi<E>(const float*, int64_t, int, const E*, int64_t, const float*, int64_t,      \
+                                  int64_t, int64_t, float*, int64_t);                                        \
+  template void weighted_sum_rows_multi<E>(const float*, int64_t, int, const E*, int64_t, const float*,      \
+                                           int64_t, int64_t, int64_t, float*, int64_t);
+GEMMA_VEC_MULTI(float)
+GEMMA_VEC_MULTI(uint16_t)
+GEMMA_VEC_MULTI(Half)
+GEMMA_VEC_MULTI(int8_t)
+#undef GEMMA_VEC_MULTI
 
 void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out) {
 #if defined(GEMMA_HAVE_AVX2)

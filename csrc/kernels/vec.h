@@ -14,15 +14,43 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 
-// The same over rows stored as bf16 or as int8 with one float scale per row (a KV cache's
-// element types): row j holds values scale[j * scale_stride] * K8[j * stride + i].
+// The same over rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or
+// int8 with one float scale per row (a KV cache's element types): an int8 row j holds values
+// scale[j * scale_stride] * K8[j * stride + i].
+struct Half {
+  uint16_t bits;
+};
 void dot_rows_bf16(const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_bf16(const float* p, const uint16_t* V, int64_t stride, int64_t nk, int64_t n,
                             float* out);
+void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out);
+void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out);
 void dot_rows_q8(const float* q, const int8_t* K, int64_t stride, const float* scale, int64_t scale_stride,
                  int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const float* scale,
                           int64_t scale_stride, int64_t nk, int64_t n, float* out);
+
+// Several query heads against the same rows at once (grouped-query attention: the heads of a
+// KV group share every K and V row, so each row is read once for all of them). Per head, the
+// arithmetic is exactly that of dot_rows / weighted_sum_rows above:
+//   out[h * out_stride + j] = q_h . row j,  q_h = Q + h * q_stride              (h < nq)
+//   out[h * out_stride + i] += sum_j P[h * p_stride + j] * row j [i]
+// E is float, uint16_t (bf16), Half (f16) or int8_t (with scale; null scale = 1).
+template <typename E>
+void dot_rows_multi(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                    int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride);
+template <typename E>
+void weighted_sum_rows_multi(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                             const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                             int64_t out_stride);
+template <typename E>
+void dot_rows_multi_isa(Isa isa, const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride,
+                        const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                        int64_t out_stride);
+template <typename E>
+void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                                 const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                                 int64_t out_stride);
 
 // GeGLU with the tanh-approximated GELU: out[i] = gelu_tanh(gate[i]) * up[i]
 // (the scalar reference is ops::geglu; SIMD versions use a polynomial exp, |error| < 1e-6).
@@ -40,6 +68,10 @@ void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t strid
                        float* out);
 void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
                                 int64_t n, float* out);
+void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
+                      float* out);
+void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
+                               float* out);
 void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
                      int64_t scale_stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows_q8_isa(Isa isa, const float* p, const int8_t* V, int64_t stride, const float* scale,
@@ -57,6 +89,13 @@ void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float
                          int64_t nk, int64_t n, float* out);
 }  // namespace scalar
 namespace avx2 {
+template <typename E>
+void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                      int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride);
+template <typename E>
+void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                               const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                               int64_t out_stride);
 template <typename E>
 void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
                 int64_t nk, int64_t n, float* out);

@@ -1,7 +1,8 @@
-// AVX2 + FMA attention vector kernels (compiled with -mavx2 -mfma; dispatched only on CPUs that
+// AVX2 + FMA + F16C attention vector kernels (compiled with -mavx2 -mfma -mf16c; dispatched only on CPUs that
 // have them). 8 lanes; columns past a multiple of 8 are handled one by one.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/dtype.h"
@@ -113,7 +114,11 @@ static inline __m256 load8(const uint16_t* p) {  // bf16: the top half of an f32
 static inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+static inline __m256 load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
+static inline float to_float(Half v) { return _cvtsh_ss(v.bits); }
 static inline float to_float(int8_t v) { return float(v); }
 
 template <typename E>
@@ -158,9 +163,117 @@ template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const
                                    int64_t, float*);
 template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
                                  int64_t, float*);
+template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
+                               float*);
+template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
+                                        int64_t, float*);
 template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
                                             int64_t, int64_t, float*);
 template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
                                           int64_t, int64_t, float*);
+
+// ---- several heads against the same rows (the per-head arithmetic of dot_rows_t /
+// weighted_sum_rows_t, each row loaded once for all heads) ----
+static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline float to_float(float v) { return v; }
+
+template <int M, typename E>
+static void dot_rows_heads(const float* Q, int64_t q_stride, const E* K, int64_t stride, const float* scale,
+                           int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t j = 0; j < nk; ++j) {
+    const E* k = K + j * stride;
+    __m256 a0[M], a1[M];
+    for (int h = 0; h < M; ++h) a0[h] = a1[h] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n8; i += 16) {
+      const __m256 k0 = load8(k + i), k1 = load8(k + i + 8);
+      for (int h = 0; h < M; ++h) {
+        a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + h * q_stride + i), k0, a0[h]);
+        a1[h] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + h * q_stride + i + 8), k1, a1[h]);
+      }
+    }
+    for (; i < n8; i += 8) {
+      const __m256 k0 = load8(k + i);
+      for (int h = 0; h < M; ++h) a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(Q + h * q_stride + i), k0, a0[h]);
+    }
+    for (int h = 0; h < M; ++h) {
+      const float* q = Q + h * q_stride;
+      float s = hsum(_mm256_add_ps(a0[h], a1[h]));
+      for (int64_t t = i; t < n; ++t) s += q[t] * to_float(k[t]);
+      out[h * out_stride + j] = scale ? s * scale[j * scale_stride] : s;
+    }
+  }
+}
+
+template <typename E>
+void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                      int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  for (int h0 = 0; h0 < nq; h0 += 4) {
+    const float* q = Q + h0 * q_stride;
+    float* o = out + h0 * out_stride;
+    switch (std::min(4, nq - h0)) {
+      case 4: dot_rows_heads<4>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      case 3: dot_rows_heads<3>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      case 2: dot_rows_heads<2>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      default: dot_rows_heads<1>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+    }
+  }
+}
+
+template <int M, typename E>
+static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int64_t stride, const float* scale,
+                               int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t i0 = 0; i0 < n8; i0 += 8) {
+    __m256 o[M];
+    for (int h = 0; h < M; ++h) o[h] = _mm256_loadu_ps(out + h * out_stride + i0);
+    for (int64_t j = 0; j < nk; ++j) {
+      const __m256 v = load8(V + j * stride + i0);
+      for (int h = 0; h < M; ++h) {
+        const float p = P[h * p_stride + j];
+        const float w = scale ? p * scale[j * scale_stride] : p;
+        o[h] = _mm256_fmadd_ps(_mm256_set1_ps(w), v, o[h]);
+      }
+    }
+    for (int h = 0; h < M; ++h) _mm256_storeu_ps(out + h * out_stride + i0, o[h]);
+  }
+  for (int h = 0; h < M; ++h)
+    for (int64_t i = n8; i < n; ++i) {
+      float s = out[h * out_stride + i];
+      for (int64_t j = 0; j < nk; ++j) {
+        const float p = P[h * p_stride + j];
+        s += (scale ? p * scale[j * scale_stride] : p) * to_float(V[j * stride + i]);
+      }
+      out[h * out_stride + i] = s;
+    }
+}
+
+template <typename E>
+void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                               const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                               int64_t out_stride) {
+  for (int h0 = 0; h0 < nq; h0 += 4) {
+    const float* p = P + h0 * p_stride;
+    float* o = out + h0 * out_stride;
+    switch (std::min(4, nq - h0)) {
+      case 4: weighted_sum_heads<4>(p, p_stride, V, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      case 3: weighted_sum_heads<3>(p, p_stride, V, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      case 2: weighted_sum_heads<2>(p, p_stride, V, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      default: weighted_sum_heads<1>(p, p_stride, V, stride, scale, scale_stride, nk, n, o, out_stride); break;
+    }
+  }
+}
+
+#define GEMMA_VEC_MULTI(E)                                                                                  \
+  template void dot_rows_multi_t<E>(const float*, int64_t, int, const E*, int64_t, const float*, int64_t,   \
+                                    int64_t, int64_t, float*, int64_t);                                     \
+  template void weighted_sum_rows_multi_t<E>(const float*, int64_t, int, const E*, int64_t, const float*,   \
+                                             int64_t, int64_t, int64_t, float*, int64_t);
+GEMMA_VEC_MULTI(float)
+GEMMA_VEC_MULTI(uint16_t)
+GEMMA_VEC_MULTI(Half)
+GEMMA_VEC_MULTI(int8_t)
+#undef GEMMA_VEC_MULTI
 
 }  // namespace gemma::vec::avx2

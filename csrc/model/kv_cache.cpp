@@ -15,6 +15,7 @@ const char* kv_dtype_name(KvDType t) {
     case KvDType::F32: return "f32";
     case KvDType::BF16: return "bf16";
     case KvDType::Q8: return "int8";
+    case KvDType::F16: return "f16";
   }
   return "?";
 }
@@ -23,12 +24,13 @@ KvDType kv_dtype_from_name(const std::string& n) {
   if (n == "f32") return KvDType::F32;
   if (n == "bf16") return KvDType::BF16;
   if (n == "int8") return KvDType::Q8;
-  throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, bf16 or int8)");
+  if (n == "f16") return KvDType::F16;
+  throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, f16, bf16 or int8)");
 }
 
 KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
     : dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
-      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::BF16 ? 2 : 1) {
+      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::Q8 ? 1 : 2) {
   const size_t L = size_t(c.n_layers);
   cap_.resize(L);
   sliding_ = c.layer_sliding;
@@ -88,6 +90,13 @@ void KVCache::store(int layer, int slot, const float* k, const float* v) {
       for (int i = 0; i < kv_dim_; ++i) kd[i] = f32_to_bf16(k[i]), vd[i] = f32_to_bf16(v[i]);
       break;
     }
+    case KvDType::F16: {
+      auto* kd = reinterpret_cast<uint16_t*>(&k_[l][at * 2]);
+      auto* vd = reinterpret_cast<uint16_t*>(&v_[l][at * 2]);
+      const auto half = [](float x) { return f32_to_f16(std::max(-65504.f, std::min(65504.f, x))); };
+      for (int i = 0; i < kv_dim_; ++i) kd[i] = half(k[i]), vd[i] = half(v[i]);
+      break;
+    }
     case KvDType::Q8:
       for (int g = 0; g < n_kv_heads_; ++g) {
         const size_t h = size_t(g) * size_t(head_dim_), s = size_t(slot) * size_t(n_kv_heads_) + size_t(g);
@@ -102,39 +111,35 @@ const uint8_t* KVCache::row(const std::vector<uint8_t>& m, int slot, int g) cons
   return m.data() + (size_t(slot) * size_t(kv_dim_) + size_t(g) * size_t(head_dim_)) * size_t(elem_bytes_);
 }
 
-void KVCache::dot_keys(int layer, int g, int slot0, int n, const float* q, float* scores) const {
-  const auto& K = k_[size_t(layer)];
-  switch (dtype_) {
-    case KvDType::F32:
-      vec::dot_rows(q, reinterpret_cast<const float*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
-      break;
-    case KvDType::BF16:
-      vec::dot_rows_bf16(q, reinterpret_cast<const uint16_t*>(row(K, slot0, g)), kv_dim_, n, head_dim_, scores);
-      break;
-    case KvDType::Q8:
-      vec::dot_rows_q8(q, reinterpret_cast<const int8_t*>(row(K, slot0, g)), kv_dim_,
-                       &ks_[size_t(layer)][size_t(slot0) * size_t(n_kv_heads_) + size_t(g)], n_kv_heads_, n,
-                       head_dim_, scores);
-      break;
+const float* KVCache::scale(const std::vector<std::vector<float>>& s, int layer, int slot, int g) const {
+  return dtype_ == KvDType::Q8 ? &s[size_t(layer)][size_t(slot) * size_t(n_kv_heads_) + size_t(g)] : nullptr;
+}
+
+// The element type behind each KvDType, for the typed vector kernels.
+template <typename F>
+static void with_element_type(KvDType t, const uint8_t* rows, F&& f) {
+  switch (t) {
+    case KvDType::F32: f(reinterpret_cast<const float*>(rows)); break;
+    case KvDType::BF16: f(reinterpret_cast<const uint16_t*>(rows)); break;
+    case KvDType::F16: f(reinterpret_cast<const vec::Half*>(rows)); break;
+    case KvDType::Q8: f(reinterpret_cast<const int8_t*>(rows)); break;
   }
 }
 
-void KVCache::add_values(int layer, int g, int slot0, int n, const float* p, float* out) const {
-  const auto& V = v_[size_t(layer)];
-  switch (dtype_) {
-    case KvDType::F32:
-      vec::weighted_sum_rows(p, reinterpret_cast<const float*>(row(V, slot0, g)), kv_dim_, n, head_dim_, out);
-      break;
-    case KvDType::BF16:
-      vec::weighted_sum_rows_bf16(p, reinterpret_cast<const uint16_t*>(row(V, slot0, g)), kv_dim_, n, head_dim_,
-                                  out);
-      break;
-    case KvDType::Q8:
-      vec::weighted_sum_rows_q8(p, reinterpret_cast<const int8_t*>(row(V, slot0, g)), kv_dim_,
-                                &vs_[size_t(layer)][size_t(slot0) * size_t(n_kv_heads_) + size_t(g)], n_kv_heads_,
-                                n, head_dim_, out);
-      break;
-  }
+void KVCache::dot_keys(int layer, int g, int slot0, int n, const float* Q, int64_t q_stride, int nq,
+                       float* scores, int64_t s_stride) const {
+  const float* sc = scale(ks_, layer, slot0, g);
+  with_element_type(dtype_, row(k_[size_t(layer)], slot0, g), [&](auto K) {
+    vec::dot_rows_multi(Q, q_stride, nq, K, kv_dim_, sc, n_kv_heads_, n, head_dim_, scores, s_stride);
+  });
+}
+
+void KVCache::add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
+                         int64_t o_stride) const {
+  const float* sc = scale(vs_, layer, slot0, g);
+  with_element_type(dtype_, row(v_[size_t(layer)], slot0, g), [&](auto V) {
+    vec::weighted_sum_rows_multi(P, p_stride, nq, V, kv_dim_, sc, n_kv_heads_, n, head_dim_, out, o_stride);
+  });
 }
 
 int64_t KVCache::bytes_per_position() const {

@@ -1,5 +1,7 @@
 // The keys and values a Session keeps, per layer, in one of three element types:
 //   f32   exact (4 bytes per value)
+//   f16   IEEE half, rounded to nearest even, saturated at +-65504 (2 bytes; 3 more mantissa
+//         bits than bf16, the type llama.cpp's cache uses by default)
 //   bf16  the top half of each f32, rounded to nearest even (2 bytes)
 //   int8  per (position, KV head): levels q in [-127, 127] and a float scale amax / 127, so a
 //         head's values are scale * q (1 byte per value + 4 bytes per head_dim values)
@@ -15,7 +17,7 @@
 
 namespace gemma {
 
-enum class KvDType : uint8_t { F32 = 0, BF16 = 1, Q8 = 2 };
+enum class KvDType : uint8_t { F32 = 0, BF16 = 1, Q8 = 2, F16 = 3 };
 
 const char* kv_dtype_name(KvDType t);
 KvDType kv_dtype_from_name(const std::string& name);  // throws std::invalid_argument naming the choices
@@ -35,16 +37,21 @@ class KVCache {
   // Stores one token's k and v (kv_dim floats each) at `slot` of `layer`.
   void store(int layer, int slot, const float* k, const float* v);
 
-  // scores[j] = q . k[slot0 + j] over KV head g's head_dim values, j < n.
-  void dot_keys(int layer, int g, int slot0, int n, const float* q, float* scores) const;
-  // out[i] += sum_j p[j] * v[slot0 + j][i] over KV head g, j < n.
-  void add_values(int layer, int g, int slot0, int n, const float* p, float* out) const;
+  // For the nq query heads Q + h * q_stride (h < nq) that share KV head g, over the n slots
+  // slot0 .. slot0 + n - 1 (each row read once for all of them):
+  //   scores[h * s_stride + j] = q_h . k[slot0 + j]
+  void dot_keys(int layer, int g, int slot0, int n, const float* Q, int64_t q_stride, int nq, float* scores,
+                int64_t s_stride) const;
+  //   out[h * o_stride + i] += sum_j p[h * p_stride + j] * v[slot0 + j][i]
+  void add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
+                  int64_t o_stride) const;
 
   // Bytes one position takes in every layer's K and V (what a longer context costs).
   int64_t bytes_per_position() const;
 
  private:
   const uint8_t* row(const std::vector<uint8_t>& m, int slot, int g) const;
+  const float* scale(const std::vector<std::vector<float>>& s, int layer, int slot, int g) const;
 
   KvDType dtype_;
   int kv_dim_, head_dim_, n_kv_heads_, max_seq_, elem_bytes_;

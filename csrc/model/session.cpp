@@ -62,13 +62,26 @@ Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_thre
   proj_.resize(C * size_t(c.d_model));
   ffn_.resize(C * 2 * size_t(c.ffn_dim));
   act_.resize(C * size_t(c.ffn_dim));
-  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
   rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
 }
 
 void Session::set_n_threads(int n) {
-  pool_.reset(new ThreadPool(std::max(1, n)));
-  scores_.resize(size_t(pool_->size()) * size_t(max_seq_));
+  // The new pool is complete before the old one goes (a failure leaves the session as it was);
+  // attention's per-thread score rows are re-laid out for it at the next forward.
+  std::unique_ptr<ThreadPool> pool(new ThreadPool(std::max(1, n)));
+  pool_.swap(pool);
+  scores_stride_ = 0;
+}
+
+void Session::reserve_scores(int n_positions) {
+  // Per thread, one row of attention scores for each query head of a KV group, as long as the
+  // longest key run so far: memory follows the context actually used, not max_seq_len.
+  const int group = model_->config().n_heads / model_->config().n_kv_heads;
+  const int have = scores_stride_ / group;
+  if (n_positions <= have) return;
+  const int len = std::min(max_seq_, std::max({n_positions, have + have / 2, 256}));
+  scores_stride_ = len * group;
+  scores_.assign(size_t(pool_->size()) * size_t(scores_stride_), 0.f);
 }
 
 bool Session::can_truncate(int n) const {
@@ -102,6 +115,7 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
                                   std::to_string(i) + " is outside the vocabulary [0, " +
                                   std::to_string(c.vocab_size) + ")");
   kv_.reserve(n_past() + n);
+  reserve_scores(n_past() + n);
   const int start = n_past();
   for (int done = 0; done < n; done += chunk_) {
     const int m = std::min(chunk_, n - done);
@@ -226,31 +240,35 @@ void Session::attention(int l, int n, int pos0) {
   const int cap = kv_.capacity(l);
 
   // Threads only pay off with enough work; tiny models would spend more time waking them.
-  // (token, head) pairs are handed out one at a time (their costs differ with the position).
+  // (token, KV head) pairs are handed out one at a time (their costs differ with the position);
+  // the `group` query heads of a KV head go together, so each K and V row is read once for them.
   const bool parallel = int64_t(n) * c.n_heads * (pos0 + n) * hd > (int64_t(1) << 15);
-  const int pairs = n * c.n_heads;
+  const int pairs = n * c.n_kv_heads;
+  const int64_t stride = scores_stride_ / group;  // scores of one head
   std::atomic<int> next{0};
   const auto worker = [&](int thread) {
-    float* scores = &scores_[size_t(thread) * max_seq_];
+    float* scores = &scores_[size_t(thread) * size_t(scores_stride_)];
     for (int i = next.fetch_add(1, std::memory_order_relaxed); i < pairs;
          i = next.fetch_add(1, std::memory_order_relaxed)) {
-      const int t = i / c.n_heads, h = i % c.n_heads;
+      const int t = i / c.n_kv_heads, g = i % c.n_kv_heads;
       const int pos = pos0 + t;
       const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
       const int nk = pos - lo + 1;
       // Keys lo..pos; a sliding layer's ring may wrap, splitting them into two runs of slots.
-      const float* q = &qkv_[size_t(t) * qkv_dim + size_t(h) * hd];
-      const int g = h / group;
+      const float* q = &qkv_[size_t(t) * qkv_dim + size_t(g) * group * hd];
       const int s0 = lo % cap, first = std::min(nk, cap - s0);
-      kv_.dot_keys(l, g, s0, first, q, scores);
-      if (first < nk) kv_.dot_keys(l, g, 0, nk - first, q, scores + first);
-      for (int j = 0; j < nk; ++j) scores[j] *= c.query_scale;
-      if (c.attn_softcap > 0) ops::soft_cap(scores, nk, c.attn_softcap);
-      ops::softmax(scores, nk);
-      float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(h) * hd];
-      std::fill(out, out + hd, 0.f);
-      kv_.add_values(l, g, s0, first, scores, out);
-      if (first < nk) kv_.add_values(l, g, 0, nk - first, scores + first, out);
+      kv_.dot_keys(l, g, s0, first, q, hd, group, scores, stride);
+      if (first < nk) kv_.dot_keys(l, g, 0, nk - first, q, hd, group, scores + first, stride);
+      for (int h = 0; h < group; ++h) {
+        float* sh = scores + h * stride;
+        for (int j = 0; j < nk; ++j) sh[j] *= c.query_scale;
+        if (c.attn_softcap > 0) ops::soft_cap(sh, nk, c.attn_softcap);
+        ops::softmax(sh, nk);
+      }
+      float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(g) * group * hd];
+      std::fill(out, out + size_t(group) * hd, 0.f);
+      kv_.add_values(l, g, s0, first, scores, stride, group, out, hd);
+      if (first < nk) kv_.add_values(l, g, 0, nk - first, scores + first, stride, group, out, hd);
     }
   };
   if (parallel) {

@@ -42,6 +42,7 @@ class Session {
   void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
                      const std::function<void()>& check_interrupt);
   void attention(int layer, int n, int pos0);
+  void reserve_scores(int n_positions);
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
@@ -57,6 +58,7 @@ class Session {
 
   // Scratch, sized once for a full chunk: no allocation in the token loop.
   std::vector<float> x_, xn_, qkv_, attn_out_, proj_, ffn_, act_, scores_, rope_cs_;
+  int scores_stride_ = 0;  // floats per thread in scores_ (grown by reserve_scores)
 };
 
 }  // namespace gemma

@@ -398,7 +398,8 @@ def cmd_perplexity(args, parser) -> int:
     if len(pos) == 1 and pos[0].lower().endswith((".gcpp", ".gguf")):
         parser.error(f"missing FILE after MODEL {pos[0]}")
     model_path, args.file = (pos[0], pos[1]) if len(pos) == 2 else (None, pos[0])
-    model = _open_model(model_path or _default_model(), argparse.Namespace(threads=args.threads, ctx=None))
+    model = _open_model(model_path or _default_model(),
+                        argparse.Namespace(threads=args.threads, ctx=None, kv_dtype=args.kv_dtype))
     ctx = args.ctx if args.ctx is not None else min(512, model.max_seq_len)
     if ctx > model.max_seq_len:
         # Like `run --ctx`: whether it fits depends on the file, so a runtime error (exit 1).
@@ -625,7 +626,7 @@ def _add_runtime(p, ctx_help="context (KV cache) length; default: the model's") 
 
 def _add_kv_dtype(p) -> None:
     p.add_argument("--kv-dtype", choices=KV_DTYPES, default=KV_DTYPES[0],
-                   help=f"KV cache element type (default {KV_DTYPES[0]}; bf16 halves its memory, int8 quarters it)")
+                   help=f"KV cache element type (default {KV_DTYPES[0]}; f16/bf16 halve its memory, int8 quarters it)")
 
 
 def _add_sampling(p) -> None:
@@ -697,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--ctx", type=_positive, default=None, help="chunk length in tokens (default 512)")
     p.add_argument("--chunks", type=_positive, default=None, help="score at most this many chunks")
     p.add_argument("--kl-base", default=None, metavar="BASE", help="reference model (e.g. the f32 or bf16 file)")
+    _add_kv_dtype(p)
     p.add_argument("-t", "--threads", type=_positive, default=None, help="compute threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -100,6 +100,11 @@ class _CallGuard:
             self._lock.release()
 
 
+def _check_threads(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _core.MAX_THREADS:
+        raise ValueError(f"n_threads must be an int in [1, {_core.MAX_THREADS}], got {n!r}")
+
+
 class Model:
     """A Gemma model loaded from a .gcpp file.
 
@@ -110,8 +115,8 @@ class Model:
             context length. KV memory grows only with the tokens actually held.
         seed: the sampling seed for calls that give none. None (the default) draws a fresh random
             seed for each call; an explicit seed makes every call start from it (reproducible).
-        kv_dtype: element type of the KV cache: "f32" (default, exact), "bf16" (half the memory)
-            or "int8" (about a quarter: int8 levels with a scale per head and position).
+        kv_dtype: element type of the KV cache: "f32" (default, exact), "f16" or "bf16" (half the
+            memory) or "int8" (about a quarter: int8 levels with a scale per head and position).
             docs/quantization.md gives each one's measured quality.
     """
 
@@ -131,8 +136,8 @@ class Model:
             tok = meta["tokenizer"]
             self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
         cfg = self._header.config
-        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
-            raise ValueError(f"n_threads must be a positive int, got {n_threads!r}")
+        if n_threads is not None:
+            _check_threads(n_threads)
         ctx = int(cfg["max_position"])
         if max_seq_len is None:
             max_seq_len = ctx
@@ -161,7 +166,7 @@ class Model:
 
     @property
     def kv_dtype(self) -> str:
-        """Element type of the KV cache ("f32", "bf16" or "int8")."""
+        """Element type of the KV cache ("f32", "f16", "bf16" or "int8")."""
         return self._session.kv_dtype
 
     @property
@@ -200,8 +205,7 @@ class Model:
 
     @n_threads.setter
     def n_threads(self, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n_threads must be a positive int, got {n!r}")
+        _check_threads(n)
         with self._lock.hold():
             self._session.n_threads = n
 

@@ -22,7 +22,7 @@ DEFAULT_MAX_TOKENS = 512
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 
 # KV cache element types (Model(kv_dtype=...), --kv-dtype); the first is the default.
-KV_DTYPES = ("f32", "bf16", "int8")
+KV_DTYPES = ("f32", "f16", "bf16", "int8")
 
 SEED_LIMIT = 1 << 64  # seeds are unsigned 64-bit (the C++ Mersenne Twister's seed type)
 

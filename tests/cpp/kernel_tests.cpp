@@ -187,7 +187,7 @@ static void test_vec(std::mt19937& g) {
     }
 }
 
-// The typed-row kernels of the KV cache (bf16 rows; int8 rows with a scale per row): every ISA
+// The typed-row kernels of the KV cache (bf16 and f16 rows; int8 rows with a scale per row): every ISA
 // against the scalar reference, and the scalar reference against the f32 kernel on the same
 // values widened to float (exactly representable, so only the summation order could differ: the
 // reference uses the same order, hence equality).
@@ -229,6 +229,22 @@ static void test_vec_typed(std::mt19937& g) {
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_q8 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+        {  // f16 rows: against the f32 kernels on the widened values
+          std::vector<vec::Half> Kh(Kf.size());
+          std::vector<float> Khf(Kf.size());
+          for (size_t i = 0; i < Kf.size(); ++i) Kh[i].bits = f32_to_f16(Kf[i]), Khf[i] = f16_to_f32(Kh[i].bits);
+          std::vector<float> href(static_cast<size_t>(nk)), wh(static_cast<size_t>(n), 0.5f), whref(static_cast<size_t>(n), 0.5f);
+          vec::scalar::dot_rows(q.data(), Khf.data(), stride, nk, n, href.data());
+          vec::dot_rows_f16_isa(isa, q.data(), Kh.data(), stride, nk, n, got.data());
+          for (int64_t j = 0; j < nk; ++j)
+            CHECK(std::fabs(got[size_t(j)] - href[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
+                  "%s dot_rows_f16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
+          vec::scalar::weighted_sum_rows(p.data(), Khf.data(), stride, nk, n, whref.data());
+          vec::weighted_sum_rows_f16_isa(isa, p.data(), Kh.data(), stride, nk, n, wh.data());
+          for (int64_t i = 0; i < n; ++i)
+            CHECK(std::fabs(wh[size_t(i)] - whref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
+                  "%s weighted_sum_rows_f16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
+        }
         std::fill(wgot.begin(), wgot.end(), 0.5f);
         std::vector<float> wref_b(static_cast<size_t>(n), 0.5f);
         vec::scalar::weighted_sum_rows(p.data(), Kbf.data(), stride, nk, n, wref_b.data());
@@ -237,6 +253,61 @@ static void test_vec_typed(std::mt19937& g) {
           CHECK(std::fabs(wgot[size_t(i)] - wref_b[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_bf16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
       }
+    }
+}
+
+// Several heads against the same rows (grouped-query attention): each head's result must be
+// exactly that of the one-head kernel on the same ISA (attention's determinism relies on it).
+template <typename E>
+static void check_multi_heads(std::mt19937& g, const std::vector<E>& K, int64_t stride, const float* scale,
+                              int64_t nk, int64_t n, const char* what) {
+  for (int nq : {1, 3, 4, 7}) {
+    auto Q = randn(g, size_t(nq * (n + 2))), P = randn(g, size_t(nq * (nk + 1)));
+    for (Isa isa : available_isas()) {
+      std::vector<float> got(static_cast<size_t>(nq * (nk + 1)), 0.f), one(static_cast<size_t>(nk));
+      vec::dot_rows_multi_isa(isa, Q.data(), n + 2, nq, K.data(), stride, scale, 2, nk, n, got.data(), nk + 1);
+      std::vector<float> wgot(static_cast<size_t>(nq * (n + 3)), 0.25f), wone(static_cast<size_t>(n));
+      vec::weighted_sum_rows_multi_isa(isa, P.data(), nk + 1, nq, K.data(), stride, scale, 2, nk, n, wgot.data(),
+                                       n + 3);
+      for (int h = 0; h < nq; ++h) {
+        vec::dot_rows_multi_isa(isa, Q.data() + h * (n + 2), 0, 1, K.data(), stride, scale, 2, nk, n, one.data(), 0);
+        CHECK(std::memcmp(one.data(), got.data() + h * (nk + 1), size_t(nk) * 4) == 0,
+              "%s %s dot_rows_multi head %d of %d differs from one head (n=%ld nk=%ld)", isa_name(isa), what, h, nq,
+              long(n), long(nk));
+        std::fill(wone.begin(), wone.end(), 0.25f);
+        vec::weighted_sum_rows_multi_isa(isa, P.data() + h * (nk + 1), 0, 1, K.data(), stride, scale, 2, nk, n,
+                                         wone.data(), 0);
+        CHECK(std::memcmp(wone.data(), wgot.data() + h * (n + 3), size_t(n) * 4) == 0,
+              "%s %s weighted_sum_rows_multi head %d of %d differs from one head", isa_name(isa), what, h, nq);
+      }
+      // and one head equals the scalar reference to float rounding
+      std::vector<float> ref(static_cast<size_t>(nk));
+      vec::dot_rows_multi_isa(Isa::Scalar, Q.data(), 0, 1, K.data(), stride, scale, 2, nk, n, ref.data(), 0);
+      for (int64_t j = 0; j < nk; ++j)
+        CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-4f * float(n) * (scale ? 127.f * scale[2 * j] : 1.f) + 1e-5f,
+              "%s %s dot_rows_multi vs scalar j=%ld: %g vs %g", isa_name(isa), what, long(j), double(got[size_t(j)]),
+              double(ref[size_t(j)]));
+    }
+  }
+}
+
+static void test_vec_multi(std::mt19937& g) {
+  std::uniform_int_distribution<int> lv(-127, 127);
+  for (int64_t n : {7, 24, 40, 256})
+    for (int64_t nk : {1, 5, 33}) {
+      const int64_t stride = n + 3;
+      auto Kf = randn(g, size_t(nk * stride));
+      std::vector<uint16_t> Kb(Kf.size());
+      std::vector<vec::Half> Kh(Kf.size());
+      std::vector<int8_t> K8(Kf.size());
+      for (size_t i = 0; i < Kf.size(); ++i)
+        Kb[i] = f32_to_bf16(Kf[i]), Kh[i].bits = f32_to_f16(Kf[i]), K8[i] = int8_t(lv(g));
+      std::vector<float> scale(size_t(2 * nk));
+      for (auto& s : scale) s = 0.001f + std::fabs(randn(g, 1)[0]) * 0.01f;
+      check_multi_heads(g, Kf, stride, nullptr, nk, n, "f32");
+      check_multi_heads(g, Kb, stride, nullptr, nk, n, "bf16");
+      check_multi_heads(g, Kh, stride, nullptr, nk, n, "f16");
+      check_multi_heads(g, K8, stride, scale.data(), nk, n, "int8");
     }
 }
 
@@ -331,6 +402,7 @@ int main() {
   std::printf("kernel_tests: ISAs available:%s\n", isas.c_str());
   test_vec(g);
   test_vec_typed(g);
+  test_vec_multi(g);
   test_geglu(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);

@@ -1,6 +1,8 @@
 #include "backend/cpu/thread_pool.h"
 
 #include <chrono>
+#include <stdexcept>
+#include <string>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -34,16 +36,27 @@ bool spin_until(Done done) {
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
-  for (int id = 1; id < n_threads; ++id) workers_.emplace_back([this, id] { worker_loop(id); });
+  if (n_threads < 1 || n_threads > kMaxThreads)
+    throw std::invalid_argument("n_threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                                std::to_string(n_threads));
+  try {
+    for (int id = 1; id < n_threads; ++id) workers_.emplace_back([this, id] { worker_loop(id); });
+  } catch (...) {  // the system refused a thread: stop the ones already started, then report
+    stop_workers();
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::dispatch(int n_tasks, void* fn, Call call) {

@@ -21,7 +21,12 @@ namespace gemma {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int n_threads);  // n_threads - 1 workers plus the calling thread
+  // More threads than any machine this runs on has cores: a larger request is a mistake.
+  static constexpr int kMaxThreads = 1024;
+
+  // n_threads - 1 workers plus the calling thread; throws std::invalid_argument outside
+  // [1, kMaxThreads] and std::system_error if the system refuses a thread (none left running).
+  explicit ThreadPool(int n_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -56,6 +61,7 @@ class ThreadPool {
   using Call = void (*)(void*, int);
   void dispatch(int n_tasks, void* fn, Call call);
   void worker_loop(int id);
+  void stop_workers();
 
   std::vector<std::thread> workers_;
   // The current job, published by the release-increment of generation_.

@@ -7,9 +7,11 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/isa.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_scalar.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_kquant_scalar.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/ops.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/quant.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/kquant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
@@ -26,6 +28,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     list(APPEND GEMMA_CORE_SOURCES ${_avx2})
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX2)
+    set(_kq_avx2 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_kquant_avx2.cpp)
+    list(APPEND GEMMA_CORE_SOURCES ${_kq_avx2})
+    set_source_files_properties(${_kq_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set(_vec_avx2 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec_avx2.cpp)
     list(APPEND GEMMA_CORE_SOURCES ${_vec_avx2})
     set_source_files_properties(${_vec_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
@@ -37,6 +42,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
       "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized;-Wno-uninitialized")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AVX512)
+    set(_kq_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_kquant_avx512.cpp)
+    list(APPEND GEMMA_CORE_SOURCES ${_kq_avx512})
+    set_source_files_properties(${_kq_avx512} PROPERTIES COMPILE_OPTIONS
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
   endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
   set(_neon ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_neon.cpp)
@@ -44,6 +53,9 @@ elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
     list(APPEND GEMMA_CORE_SOURCES ${_neon})
     set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod+fp16")
     list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_NEON)
+    set(_kq_neon ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_kquant_neon.cpp)
+    list(APPEND GEMMA_CORE_SOURCES ${_kq_neon})
+    set_source_files_properties(${_kq_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod+fp16")
   endif()
 endif()
 

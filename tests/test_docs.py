@@ -110,6 +110,9 @@ def sandbox(tmp_path_factory, make_ckpt):
                         ("model.bf16.gcpp", "bf16"), ("gemma-3-270m-it.gcpp", "int8"),
                         ("gemma-2b-it.int8.gcpp", "int8")]:
         convert(str(it_dir), str(work / name), dtype=dtype, progress=False)
+    from gemma_cpp.demo import gguf_path
+
+    os.symlink(gguf_path(), work / "gemma-3-270m-q4_k_m.gguf")  # the real GGUF under the README's name
     text = open(GPL3, encoding="utf-8").read() if os.path.exists(GPL3) else \
         " ".join(f"Line {i}: water boils at one hundred degrees, and ice melts at zero." for i in range(800))
     for name in ("text.txt", "wiki.test.raw"):

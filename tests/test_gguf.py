@@ -103,9 +103,10 @@ def _quantize(arr: np.ndarray, ftype: str):
 def write_gguf_like_llamacpp(ckpt: str, out: str, ftype: str = "F32", *, extra_keys: dict | None = None,
                              drop_tensors: tuple[str, ...] = (), drop_keys: tuple[str, ...] = (),
                              arch_name: str | None = None, chat_template: str | None = None,
-                             raw_types: dict | None = None) -> dict:
+                             raw_types: dict | None = None, blocks: dict | None = None) -> dict:
     """Write `ckpt` as a GGUF file; returns {hf tensor name: the values transformers would see
-    after dequantising the file's bytes (and subtracting 1 from norms)}."""
+    after dequantising the file's bytes (and subtracting 1 from norms)}. `blocks` maps GGUF
+    tensor names to (type, raw bytes) stored instead of the checkpoint's values."""
     from safetensors.numpy import load_file
 
     with open(os.path.join(ckpt, "config.json")) as f:
@@ -183,6 +184,8 @@ def write_gguf_like_llamacpp(ckpt: str, out: str, ftype: str = "F32", *, extra_k
             continue
         if gname in drop_tensors:
             continue
+        if blocks and gname in blocks:
+            qt, data = blocks[gname]
         w.add_tensor(gname, data, raw_dtype=qt if qt not in (gguf.GGMLQuantizationType.F32,
                                                                gguf.GGMLQuantizationType.F16) else None)
         back = gguf.quants.dequantize(data, qt).reshape(arr.shape).astype(np.float32)

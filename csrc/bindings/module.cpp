@@ -5,7 +5,10 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "decode/generator.h"
@@ -240,21 +243,31 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "quantize",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> a, const std::string& dtype,
-         int n_threads) {
+         int n_threads, std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> importance) {
         if (a.ndim() != 1 && a.ndim() != 2) throw std::invalid_argument("quantize: expected a 1-D or 2-D array");
         const int64_t rows = a.ndim() == 2 ? a.shape(0) : 1;
         const int64_t cols = a.shape(a.ndim() - 1);
         const DType t = dtype_from_name(dtype);
+        const float* imp = nullptr;
+        if (importance) {
+          if (importance->ndim() != 1 || importance->shape(0) != cols)
+            throw std::invalid_argument("quantize: importance must hold one weight per column (" +
+                                        std::to_string(cols) + ")");
+          imp = importance->data();
+          for (int64_t c = 0; c < cols; ++c)
+            if (!(imp[c] >= 0.f) || !std::isfinite(imp[c]))
+              throw std::invalid_argument("quantize: importance weights must be finite and >= 0");
+        }
         py::array_t<uint8_t> out(py::ssize_t(rows * quant::row_bytes(t, cols)));
         const float* src = a.data();
         uint8_t* dst = out.mutable_data();
         {
           py::gil_scoped_release nogil;
-          quant::quantize_rows(t, src, rows, cols, dst, n_threads > 0 ? n_threads : default_threads());
+          quant::quantize_rows(t, src, rows, cols, dst, n_threads > 0 ? n_threads : default_threads(), imp);
         }
         return out;
       },
-      py::arg("array"), py::arg("dtype"), py::arg("n_threads") = 0);
+      py::arg("array"), py::arg("dtype"), py::arg("n_threads") = 0, py::arg("importance") = py::none());
   m.def(
       "dequantize",
       [](py::array_t<uint8_t, py::array::c_style> data, const std::string& dtype, int64_t rows,

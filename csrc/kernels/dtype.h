@@ -14,6 +14,13 @@ enum class DType : uint8_t {
   F16 = 2,
   Q8 = 3,  // int8 blocks of 32 with one scale (csrc/quant/quant.h)
   Q4 = 4,  // int4 blocks of 32 with one scale (csrc/quant/quant.h)
+  // GGUF block formats stored natively, byte for byte (csrc/quant/kquant.h)
+  Q5_0 = 5,
+  Q4_K = 6,
+  Q6_K = 7,
+  Q5_K = 8,
+  Q4_1 = 9,
+  Q5_1 = 10,
 };
 
 const char* dtype_name(DType t);

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "backend/cpu/thread_pool.h"
+#include "kernels/matmul_kquant.h"
+#include "quant/kquant.h"
 #include "quant/quant.h"
 
 namespace gemma {
@@ -20,6 +22,12 @@ const char* dtype_name(DType t) {
     case DType::F16: return "f16";
     case DType::Q8: return "int8";
     case DType::Q4: return "int4";
+    case DType::Q5_0: return "q5_0";
+    case DType::Q4_K: return "q4_k";
+    case DType::Q6_K: return "q6_k";
+    case DType::Q5_K: return "q5_k";
+    case DType::Q4_1: return "q4_1";
+    case DType::Q5_1: return "q5_1";
   }
   return "?";
 }
@@ -30,7 +38,14 @@ DType dtype_from_name(const std::string& n) {
   if (n == "f16") return DType::F16;
   if (n == "int8") return DType::Q8;
   if (n == "int4") return DType::Q4;
-  throw std::invalid_argument("unknown dtype '" + n + "' (expected f32, bf16, f16, int8 or int4)");
+  if (n == "q5_0") return DType::Q5_0;
+  if (n == "q4_k") return DType::Q4_K;
+  if (n == "q6_k") return DType::Q6_K;
+  if (n == "q5_k") return DType::Q5_K;
+  if (n == "q4_1") return DType::Q4_1;
+  if (n == "q5_1") return DType::Q5_1;
+  throw std::invalid_argument("unknown dtype '" + n +
+                              "' (expected f32, bf16, f16, int8, int4, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k)");
 }
 
 int64_t row_bytes(DType dtype, int64_t cols) { return quant::row_bytes(dtype, cols); }
@@ -50,6 +65,24 @@ static MatmulRowsFn kernel_for(Isa isa) {
 #endif
 #if defined(GEMMA_HAVE_NEON)
     case Isa::Neon: return neon::matmul_rows;
+#endif
+    default: break;
+  }
+  throw std::invalid_argument(std::string("no matmul kernel compiled for ISA ") + isa_name(isa));
+}
+
+// The native GGUF formats' kernels (matmul_kquant_*.cpp).
+static MatmulRowsFn kquant_kernel_for(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return scalar::matmul_rows_kquant;
+#if defined(GEMMA_HAVE_AVX2)
+    case Isa::Avx2: return avx2::matmul_rows_kquant;
+#endif
+#if defined(GEMMA_HAVE_AVX512)
+    case Isa::Avx512: return avx512::matmul_rows_kquant;
+#endif
+#if defined(GEMMA_HAVE_NEON)
+    case Isa::Neon: return neon::matmul_rows_kquant;
 #endif
     default: break;
   }
@@ -97,7 +130,7 @@ void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, 
 
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
                 ThreadPool& pool) {
-  MatmulRowsFn fn = kernel_for(isa);
+  MatmulRowsFn fn = quant::is_native_gguf(W.dtype) ? kquant_kernel_for(isa) : kernel_for(isa);
   const int64_t rows = W.rows;
   // Quantised weights: quantise the activations once here, not per row chunk or per thread.
   // Scratch grows once per thread and is reused: no allocation in the token loop.

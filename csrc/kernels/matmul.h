@@ -64,7 +64,10 @@ void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, fl
 using MatmulRowsFn = void (*)(const WeightView& W, const float* X, const QuantizedActs* xq,
                               int64_t T, float* Y, int64_t ldy, int64_t r0, int64_t r1);
 
-inline bool is_quantized(DType t) { return t == DType::Q8 || t == DType::Q4; }
+inline bool is_quantized(DType t) {
+  return t == DType::Q8 || t == DType::Q4 || t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q6_K ||
+         t == DType::Q5_K || t == DType::Q4_1 || t == DType::Q5_1;
+}
 
 #define GEMMA_DECLARE_MATMUL_ROWS(ns)                                                             \
   namespace ns {                                                                                  \

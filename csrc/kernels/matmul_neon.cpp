@@ -157,6 +157,7 @@ void matmul_rows(const WeightView& W, const float* X, const QuantizedActs* xq, i
     case DType::F16: run_tiles<4, 4>(T, r0, r1, W.row_bytes, FloatTile<DType::F16>{W, X, Y, ldy}); break;
     case DType::Q8: run_tiles<4, 4>(T, r0, r1, W.row_bytes, QuantTile<DType::Q8>{W, *xq, Y, ldy}); break;
     case DType::Q4: run_tiles<4, 4>(T, r0, r1, W.row_bytes, QuantTile<DType::Q4>{W, *xq, Y, ldy}); break;
+    default: break;  // GGUF formats: matmul_kquant_neon.cpp
   }
 }
 

@@ -61,7 +61,13 @@ Model::Model(const std::string& path, const ModelConfig& config,
       if (d <= 0) throw std::runtime_error(path + ": tensor '" + t.name + "' has shape " + shape_str(t.shape));
     const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
     const int64_t cols = t.shape.back();
-    const uint64_t expect = uint64_t(rows) * uint64_t(quant::row_bytes(t.dtype, cols));
+    int64_t rb = 0;
+    try {
+      rb = quant::row_bytes(t.dtype, cols);
+    } catch (const std::invalid_argument& e) {  // e.g. a K-quant row that is not whole super-blocks
+      throw std::runtime_error(path + ": tensor '" + t.name + "' " + shape_str(t.shape) + ": " + e.what());
+    }
+    const uint64_t expect = uint64_t(rows) * uint64_t(rb);
     if (t.nbytes != expect)
       throw std::runtime_error(path + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
                                shape_str(t.shape) + ") has " + std::to_string(t.nbytes) +
@@ -97,6 +103,31 @@ Model::Model(const std::string& path, const ModelConfig& config,
     weight_bytes_ += t.nbytes;
     return w;
   };
+  // NAME, or its row slices NAME#0, NAME#1, ... (consecutive, covering exactly `rows` rows).
+  auto sliced = [&](const std::string& name, int64_t rows, int64_t cols) {
+    SlicedWeight s;
+    s.rows = rows;
+    s.cols = cols;
+    if (by_name.count(name) || !by_name.count(name + "#0")) {
+      s.slices.push_back(matrix(name, rows, cols));
+      return s;
+    }
+    int64_t covered = 0;
+    for (int i = 0; by_name.count(name + "#" + std::to_string(i)); ++i) {
+      const std::string part = name + "#" + std::to_string(i);
+      const TensorEntry& t = *by_name.at(part);
+      if (t.shape.size() != 2 || t.shape[1] != cols || t.shape[0] > rows - covered)
+        throw std::runtime_error(path + ": row slice '" + part + "' has shape " + shape_str(t.shape) + "; '" + name +
+                                 "' needs " + std::to_string(rows) + " rows of " + std::to_string(cols) +
+                                 " in all (" + std::to_string(covered) + " before this slice)");
+      s.slices.push_back(matrix(part, t.shape[0], cols));
+      covered += t.shape[0];
+    }
+    if (covered != rows)
+      throw std::runtime_error(path + ": the row slices of '" + name + "' cover " + std::to_string(covered) +
+                               " rows, the config requires " + std::to_string(rows));
+    return s;
+  };
   auto norm = [&](const std::string& name, int64_t n) {
     const TensorEntry& t = get(name, {n});
     if (t.dtype != DType::F32)
@@ -114,9 +145,9 @@ Model::Model(const std::string& path, const ModelConfig& config,
   for (int i = 0; i < c.n_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     LayerWeights& L = layers_[size_t(i)];
-    L.qkv = matrix(p + "qkv", c.q_dim() + 2 * c.kv_dim(), c.d_model);
+    L.qkv = sliced(p + "qkv", c.q_dim() + 2 * c.kv_dim(), c.d_model);
     L.o = matrix(p + "o", c.d_model, c.q_dim());
-    L.gate_up = matrix(p + "gate_up", 2 * int64_t(c.ffn_dim), c.d_model);
+    L.gate_up = sliced(p + "gate_up", 2 * int64_t(c.ffn_dim), c.d_model);
     L.down = matrix(p + "down", c.d_model, c.ffn_dim);
     L.attn_norm = norm(p + "attn_norm", c.d_model);
     L.ffn_norm = norm(p + "ffn_norm", c.d_model);
@@ -135,3 +166,11 @@ Model::Model(const std::string& path, const ModelConfig& config,
 }
 
 }  // namespace gemma
+
+void gemma::matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool) {
+  int64_t r0 = 0;
+  for (const WeightView& s : W.slices) {
+    matmul(s, X, T, Y + r0, ldy, pool);
+    r0 += s.rows;
+  }
+}

@@ -21,10 +21,21 @@ struct TensorEntry {
   uint64_t nbytes = 0;
 };
 
+// A fused matrix (qkv, gate_up) stored as one tensor, or as consecutive row slices `NAME#0`,
+// `NAME#1`, ... of different dtypes (docs/format.md): a GGUF whose q/k/v or gate/up parts had
+// different block types keeps each part exact. One matmul per slice, into the slice's columns.
+struct SlicedWeight {
+  std::vector<WeightView> slices;
+  int64_t rows = 0, cols = 0;
+};
+
+// Y (T x ldy, first W.rows columns) = X W^T, slice by slice.
+void matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool);
+
 struct LayerWeights {
-  WeightView qkv;      // [(n_heads + 2 * n_kv_heads) * head_dim, d_model]: q, k, v stacked
-  WeightView o;        // [d_model, n_heads * head_dim]
-  WeightView gate_up;  // [2 * ffn_dim, d_model]: gate rows then up rows
+  SlicedWeight qkv;      // [(n_heads + 2 * n_kv_heads) * head_dim, d_model]: q, k, v stacked
+  WeightView o;          // [d_model, n_heads * head_dim]
+  SlicedWeight gate_up;  // [2 * ffn_dim, d_model]: gate rows then up rows
   WeightView down;     // [d_model, ffn_dim]
   // RMSNorm gains stored as (1 + w), the factor the norm multiplies by.
   std::vector<float> attn_norm;       // before attention

@@ -1,6 +1,7 @@
 #include "quant/quant.h"
 
 #include "backend/cpu/thread_pool.h"
+#include "quant/kquant.h"
 
 #include <cmath>
 #include <algorithm>
@@ -17,6 +18,12 @@ int64_t row_bytes(DType dtype, int64_t cols) {
     case DType::F16: return cols * 2;
     case DType::Q8:
     case DType::Q4: return n_blocks(cols) * (2 + block_quant_bytes(dtype));
+    case DType::Q5_0:
+    case DType::Q4_K:
+    case DType::Q6_K:
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: return gguf_row_bytes(dtype, cols);
   }
   throw std::invalid_argument(std::string("row_bytes: unsupported dtype ") + dtype_name(dtype));
 }
@@ -119,7 +126,7 @@ static void quantize_row_blocks(DType dtype, const float* x, int64_t cols, uint8
   }
 }
 
-static void quantize_row(DType dtype, const float* x, int64_t cols, uint8_t* out) {
+static void quantize_row(DType dtype, const float* x, int64_t cols, uint8_t* out, const float* imp) {
   switch (dtype) {
     case DType::F32: std::memcpy(out, x, size_t(cols) * 4); break;
     case DType::BF16: {
@@ -134,15 +141,24 @@ static void quantize_row(DType dtype, const float* x, int64_t cols, uint8_t* out
     }
     case DType::Q8:
     case DType::Q4: quantize_row_blocks(dtype, x, cols, out); break;
+    case DType::Q4_K: quantize_row_q4_k(x, cols, imp, out); break;
+    case DType::Q5_0: quantize_row_q5_0(x, cols, out); break;
+    case DType::Q6_K:
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: break;  // refused by quantize_rows
   }
 }
 
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
-                   int n_threads) {
+                   int n_threads, const float* imp) {
   const int64_t rb = row_bytes(dtype, cols);
+  if (dtype == DType::Q6_K || dtype == DType::Q5_K || dtype == DType::Q4_1 || dtype == DType::Q5_1)
+    throw std::invalid_argument(std::string("quantize: ") + dtype_name(dtype) +
+                                " is imported from GGUF files as is; there is no quantiser for it");
   ThreadPool pool(std::max(1, n_threads));
   pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) quantize_row(dtype, src + r * cols, cols, dst + r * rb);
+    for (int64_t r = r0; r < r1; ++r) quantize_row(dtype, src + r * cols, cols, dst + r * rb, imp);
   });
 }
 
@@ -182,6 +198,12 @@ void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out) {
       }
       return;
     }
+    case DType::Q5_0:
+    case DType::Q4_K:
+    case DType::Q6_K:
+    case DType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1: gguf_dequantize_row(dtype, row, cols, out); return;
   }
   throw std::invalid_argument(std::string("dequantize_row: unsupported dtype ") + dtype_name(dtype));
 }

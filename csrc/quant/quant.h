@@ -22,9 +22,10 @@ inline constexpr int block_quant_bytes(DType t) { return t == DType::Q4 ? kBlock
 // Bytes one row of `cols` weights occupies (quantised rows are padded to whole blocks).
 int64_t row_bytes(DType dtype, int64_t cols);
 
-// Encode `rows` float rows of `cols` values into `dst` (rows * row_bytes bytes).
+// Encode `rows` float rows of `cols` values into `dst` (rows * row_bytes bytes). `imp` (q4_k
+// only; may be null): per-column importance, the weights of the squared error it minimises.
 void quantize_rows(DType dtype, const float* src, int64_t rows, int64_t cols, uint8_t* dst,
-                   int n_threads);
+                   int n_threads, const float* imp = nullptr);
 
 // Decode one stored row back to `cols` floats.
 void dequantize_row(DType dtype, const uint8_t* row, int64_t cols, float* out);

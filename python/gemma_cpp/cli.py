@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from .params import KV_DTYPES
 
 PROG = "gemma-cpp"
-GGUF_DTYPE = "int8"  # storage type for GGUF files converted on the fly
+GGUF_DTYPE = "source"  # GGUF files converted on the fly keep their own blocks, exactly
 
 
 class CLIError(Exception):

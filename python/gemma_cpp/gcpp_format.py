@@ -111,12 +111,16 @@ def read_header(path: str | os.PathLike) -> Header:
 
 @dataclass
 class TensorSpec:
-    """One tensor to write: `load()` returns its float32 values, called once, when written."""
+    """One tensor to write: `load()` returns its float32 values, called once, when written; or,
+    for an exact import, `raw()` returns the stored bytes already in `dtype` ([rows, row_bytes]
+    uint8), written as they are (`load` is then unused)."""
 
     name: str
     shape: tuple[int, ...]
-    dtype: str  # storage dtype: f32, bf16, f16, int8, int4
-    load: Callable[[], np.ndarray]
+    dtype: str  # storage dtype: f32, bf16, f16, int8, int4, q5_0, q4_k, q6_k
+    load: Callable[[], np.ndarray] | None
+    raw: Callable[[], np.ndarray] | None = None
+    note: str = ""  # where the dtype came from (printed by gemma-convert)
 
 
 @dataclass
@@ -175,12 +179,19 @@ def write(source: ModelSource, out_path: str | os.PathLike, *, progress: bool = 
             f.write(source.tokenizer_model)
             for spec, entry in zip(source.tensors, tensors_meta):
                 _pad_to(f, data_start + entry["offset"])
-                values = np.ascontiguousarray(spec.load(), dtype=np.float32)
-                if tuple(values.shape) != tuple(spec.shape):
-                    raise ValueError(f"tensor {spec.name}: reader produced shape {values.shape}, "
-                                     f"expected {spec.shape}")
-                blob = _core.quantize(values.reshape(-1, spec.shape[-1]), spec.dtype, n_threads)
-                assert blob.nbytes == entry["nbytes"], spec.name
+                if spec.raw is not None:
+                    values = None
+                    blob = np.ascontiguousarray(spec.raw(), dtype=np.uint8).reshape(-1)
+                    if blob.nbytes != entry["nbytes"]:
+                        raise ValueError(f"tensor {spec.name}: {blob.nbytes} bytes of {spec.dtype}, "
+                                         f"expected {entry['nbytes']} for shape {list(spec.shape)}")
+                else:
+                    values = np.ascontiguousarray(spec.load(), dtype=np.float32)
+                    if tuple(values.shape) != tuple(spec.shape):
+                        raise ValueError(f"tensor {spec.name}: reader produced shape {values.shape}, "
+                                         f"expected {spec.shape}")
+                    blob = _core.quantize(values.reshape(-1, spec.shape[-1]), spec.dtype, n_threads)
+                    assert blob.nbytes == entry["nbytes"], spec.name
                 f.write(memoryview(blob))
                 if bar is not None:
                     bar.update(entry["nbytes"])

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/vec.h"
+#include "quant/kquant.h"
 #include "quant/quant.h"
 
 using namespace gemma;
@@ -351,6 +353,71 @@ static void test_geglu(std::mt19937& g) {
   }
 }
 
+// Native GGUF formats (q4_1, q5_0, q5_1, q4_k, q5_k, q6_k): random blocks (every quant bit pattern, sane f16
+// scales). Every ISA against the scalar reference (same integers; float additions reordered), the
+// scalar reference against a double product of the dequantised weights (activation-rounding
+// bound), and DETERMINISM: T tokens at once equal each token alone, bit for bit, per ISA.
+static void test_kquant(DType dt, int64_t R, int64_t nblk, int64_t T, std::mt19937& g) {
+  const int qk = quant::gguf_block_weights(dt), bb = quant::gguf_block_bytes(dt);
+  const int64_t K = nblk * qk, rb = quant::row_bytes(dt, K);
+  CHECK(rb == nblk * bb, "%s row_bytes", dtype_name(dt));
+  std::vector<uint8_t> wq(size_t(R * rb));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> nd(0.f, dt == DType::Q6_K ? 3e-4f : dt == DType::Q5_K ? 5e-4f : 0.02f);
+  for (auto& v : wq) v = uint8_t(byte(g));
+  for (int64_t i = 0; i < R * nblk; ++i) {
+    uint8_t* blk = wq.data() + i * bb;
+    const int n_f16 = dt == DType::Q5_0 || dt == DType::Q6_K ? 1 : 2;
+    for (int k = 0; k < n_f16; ++k) {
+      const uint16_t h = f32_to_f16(std::fabs(nd(g)));
+      std::memcpy(blk + (dt == DType::Q6_K ? 208 : 2 * k), &h, 2);
+    }
+  }
+  WeightView W{dt, wq.data(), R, K, rb};
+  std::vector<float> wd(size_t(R * K));
+  for (int64_t r = 0; r < R; ++r) dequantize_row(W, r, &wd[size_t(r * K)]);
+  std::vector<float> x = randn(g, size_t(T * K));
+  for (int64_t t = 0; t < T; ++t) x[size_t(t * K + (t * 13) % K)] *= 25.f;
+  std::vector<float> ys(size_t(T * R));
+  matmul_isa(Isa::Scalar, W, x.data(), T, ys.data(), R, 1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t r = 0; r < R; ++r) {
+      double ref = 0, mag = 0, qbound = 0;
+      for (int64_t b = 0; b < K / 32; ++b) {
+        double amax = 0;
+        for (int64_t k = b * 32; k < b * 32 + 32; ++k) amax = std::max(amax, std::fabs(double(x[size_t(t * K + k)])));
+        for (int64_t k = b * 32; k < b * 32 + 32; ++k) {
+          const double wk = wd[size_t(r * K + k)], xk = x[size_t(t * K + k)];
+          ref += wk * xk;
+          mag += std::fabs(wk * xk);
+          qbound += std::fabs(wk) * amax / 127.0 / 2.0;
+        }
+      }
+      const double got = ys[size_t(t * R + r)];
+      CHECK(std::fabs(got - ref) <= 4e-7 * double(K) * mag + 1.001 * qbound + 1e-6,
+            "%s scalar vs float ref R=%ld K=%ld t=%ld r=%ld: %g vs %g", dtype_name(dt), long(R), long(K), long(t),
+            long(r), got, ref);
+    }
+  for (Isa isa : available_isas()) {
+    std::vector<float> y(static_cast<size_t>(T * R)), y1(static_cast<size_t>(R));
+    matmul_isa(isa, W, x.data(), T, y.data(), R, 2);
+    bool ok = true, same = true;
+    for (int64_t t = 0; t < T && ok; ++t) {
+      matmul_isa(isa, W, x.data() + t * K, 1, y1.data(), R, 1);
+      for (int64_t r = 0; r < R; ++r) {
+        double mag = 0;
+        for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(r * K + k)]) * x[size_t(t * K + k)]);
+        const double diff = std::fabs(double(y[size_t(t * R + r)]) - ys[size_t(t * R + r)]);
+        if (diff > 1e-5 * mag + 1e-6) ok = false;
+        if (y1[size_t(r)] != y[size_t(t * R + r)]) same = false;
+      }
+    }
+    CHECK(ok, "%s %s vs scalar R=%ld K=%ld T=%ld", isa_name(isa), dtype_name(dt), long(R), long(K), long(T));
+    CHECK(same, "%s %s: T=%ld at once != one token at a time (R=%ld K=%ld)", isa_name(isa), dtype_name(dt),
+          long(T), long(R), long(K));
+  }
+}
+
 int main() {
   std::mt19937 g(1234);
   std::string isas;
@@ -367,6 +434,9 @@ int main() {
                         {70, 96, 64}, {19, 1001, 5}, {200, 64, 2}};
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4})
     for (const Case& c : cases) test_matmul(dt, c, g);
+  for (DType dt : {DType::Q5_0, DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+    for (const Case& c : {Case{1, 1, 1}, Case{5, 3, 6}, Case{37, 2, 1}, Case{67, 4, 9}, Case{130, 1, 17}})
+      test_kquant(dt, c.rows, c.cols, c.T, g);
   std::printf("kernel_tests: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

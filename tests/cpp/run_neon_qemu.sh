@@ -13,8 +13,10 @@ mkdir -p "$OUT"
 FLAGS=(-std=c++17 -O2 -pthread -Icsrc -DGEMMA_HAVE_NEON -Wall -Wextra -Wno-unused-parameter)
 # Only the kernel sources (no model/io), the same files and flags cmake/sources.cmake uses.
 "$CXX" "${FLAGS[@]}" -march=armv8.2-a+dotprod+fp16 -c csrc/kernels/matmul_neon.cpp -o "$OUT/matmul_neon.o"
-"$CXX" "${FLAGS[@]}" -march=armv8-a -o "$OUT/kernel_tests" "$OUT/matmul_neon.o" \
+"$CXX" "${FLAGS[@]}" -march=armv8.2-a+dotprod+fp16 -c csrc/kernels/matmul_kquant_neon.cpp -o "$OUT/matmul_kquant_neon.o"
+"$CXX" "${FLAGS[@]}" -march=armv8-a -o "$OUT/kernel_tests" "$OUT/matmul_neon.o" "$OUT/matmul_kquant_neon.o" \
   tests/cpp/kernel_tests.cpp csrc/kernels/isa.cpp csrc/kernels/matmul.cpp \
-  csrc/kernels/matmul_scalar.cpp csrc/backend/cpu/thread_pool.cpp csrc/kernels/vec.cpp csrc/kernels/ops.cpp csrc/quant/quant.cpp -static
+  csrc/kernels/matmul_scalar.cpp csrc/kernels/matmul_kquant_scalar.cpp csrc/backend/cpu/thread_pool.cpp \
+  csrc/kernels/vec.cpp csrc/kernels/ops.cpp csrc/quant/quant.cpp csrc/quant/kquant.cpp -static
 # -cpu max enables dotprod/fp16 in the emulated CPU.
 "$QEMU" -cpu max -L /usr/aarch64-linux-gnu "$OUT/kernel_tests"

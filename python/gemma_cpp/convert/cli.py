@@ -7,7 +7,8 @@ import os
 import sys
 import time
 
-from . import DEFAULT_DTYPE, DTYPES, convert
+from ..gcpp_format import write
+from . import DEFAULT_DTYPE, DTYPES, GGUF_DEFAULT_DTYPE, dtype_summary, read_source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
                     "tokenizer.model) or a GGUF file into a single gemma_cpp .gcpp model file.")
     ap.add_argument("src", help="checkpoint directory or .gguf file")
     ap.add_argument("out", help="output .gcpp file")
-    ap.add_argument("--dtype", "--quant", dest="dtype", default=DEFAULT_DTYPE, choices=DTYPES,
-                    help=f"storage type of the weight matrices (norms stay f32); default {DEFAULT_DTYPE}")
+    ap.add_argument("--dtype", "--quant", dest="dtype", default=None, choices=DTYPES,
+                    help=f"storage type of the weight matrices (norms stay f32); 'source' keeps each tensor "
+                         f"at its source precision without rounding it again (GGUF blocks the .gcpp format "
+                         f"holds are copied exactly). Default: {GGUF_DEFAULT_DTYPE} for .gguf files, "
+                         f"{DEFAULT_DTYPE} for Hugging Face checkpoints")
     ap.add_argument("--embed-dtype", choices=DTYPES, default=None,
                     help="storage type of the embedding/output matrix (default: same as --dtype)")
     ap.add_argument("--threads", type=int, default=0, help="threads for quantisation (default: all)")
@@ -29,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.time()
     try:
-        convert(args.src, args.out, dtype=args.dtype, embed_dtype=args.embed_dtype,
-                progress=not args.quiet, n_threads=args.threads)
+        source = read_source(args.src, dtype=args.dtype, embed_dtype=args.embed_dtype)
+        if not args.quiet:
+            print("weights (source -> stored):")
+            for line in dtype_summary(source):
+                print("  " + line)
+        write(source, args.out, progress=not args.quiet, n_threads=args.threads)
     except (ValueError, OSError) as e:
         print(f"gemma-convert: error: {e}", file=sys.stderr)
         return 1

@@ -35,7 +35,8 @@ import numpy as np
 from .. import __version__
 from ..gcpp_format import ModelSource, TensorSpec
 from . import config as cfgmod
-from ._defaults import DEFAULT_DTYPE
+from . import gguf_native
+from ._defaults import GGUF_DEFAULT_DTYPE, SOURCE
 from .gguf_file import GGUFError, GGUFFile, supports
 from .sp_builder import TokenizerError, build_sentencepiece
 
@@ -210,9 +211,11 @@ def _special(g: GGUFFile, tokens: list[str], arch: str) -> dict[str, Any]:
             "end_of_turn": eot}
 
 
-def read_gguf(path: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = None) -> ModelSource:
-    """Describe the GGUF file at `path` as a ModelSource (tensors are dequantised lazily, one at
-    a time, when the writer asks for them)."""
+def read_gguf(path: str, *, dtype: str = GGUF_DEFAULT_DTYPE, embed_dtype: str | None = None) -> ModelSource:
+    """Describe the GGUF file at `path` as a ModelSource (tensors are read lazily, one at a time,
+    when the writer asks for them). dtype "source" keeps each tensor at its source precision
+    (gguf_native.py); with any dtype, a tensor whose blocks the dtype holds exactly is copied,
+    not dequantised and rounded again."""
     try:
         g = GGUFFile(path)
     except GGUFError as e:
@@ -308,8 +311,38 @@ def read_gguf(path: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None 
             tdtype = embed_dtype or dtype
         else:
             tdtype = dtype
-        tensors.append(TensorSpec(name=ours, shape=shape, dtype=tdtype,
-                                  load=_loader(g, names, shape, norm=is_norm, rows=vocab if ours == "embed" else None)))
+        types = [g.tensors[n].type_name for n in names]
+        rows = vocab if ours == "embed" else None
+        if is_norm:
+            tensors.append(TensorSpec(name=ours, shape=shape, dtype=tdtype, note=f"{types[0]} -> f32",
+                                      load=_loader(g, names, shape, norm=True, rows=None)))
+        elif tdtype == SOURCE:
+            # Each part at its own type's exact dtype; a fused tensor whose parts differ is stored
+            # as row slices ours#0, ours#1, ... (one per run of parts with the same dtype).
+            part_rows = [g.tensors[n].shape[0] if rows is None else rows for n in names]
+            runs: list[tuple[str, bool, list[str], int]] = []
+            for n, t, r in zip(names, types, part_rows):
+                dt, exact = gguf_native.choose(t)
+                if runs and runs[-1][0] == dt:
+                    runs[-1][2].append(n)
+                    runs[-1] = (dt, exact and runs[-1][1], runs[-1][2], runs[-1][3] + r)
+                else:
+                    runs.append((dt, exact, [n], r))
+            for i, (dt, exact, run_names, nrows) in enumerate(runs):
+                name = ours if len(runs) == 1 else f"{ours}#{i}"
+                sub_shape = (nrows, shape[1])
+                rtypes = "+".join(dict.fromkeys(g.tensors[n].type_name for n in run_names))
+                note = f"{rtypes} -> {dt}" + (" (exact)" if exact else " (NOT exact: no .gcpp dtype holds these levels)")
+                tensors.append(TensorSpec(
+                    name=name, shape=sub_shape, dtype=dt, note=note,
+                    load=_loader(g, run_names, sub_shape, norm=False, rows=rows),
+                    raw=gguf_native.loader(g, run_names, dt, rows) if exact else None))
+        else:
+            exact = gguf_native.exact_into(types, tdtype)
+            note = "+".join(dict.fromkeys(types)) + f" -> {tdtype}" + (" (exact)" if exact else " (re-quantised)")
+            tensors.append(TensorSpec(name=ours, shape=shape, dtype=tdtype, note=note,
+                                      load=_loader(g, names, shape, norm=False, rows=rows),
+                                      raw=gguf_native.loader(g, names, tdtype, rows) if exact else None))
     extra = sorted(set(found) - used)
     if extra:
         raise GGUFConvertError(f"{path}: tensors not used by a {arch} model with this metadata: "

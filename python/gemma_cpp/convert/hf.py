@@ -16,7 +16,7 @@ import numpy as np
 from .. import __version__
 from ..gcpp_format import ModelSource, TensorSpec
 from . import config as cfgmod
-from ._defaults import DEFAULT_DTYPE
+from ._defaults import DEFAULT_DTYPE, SOURCE
 from .safetensors_reader import SafetensorsFile
 from .tokenizer_meta import special_ids_from_sentencepiece
 
@@ -181,7 +181,12 @@ def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = N
             tdtype = embed_dtype or dtype
         else:
             tdtype = dtype
-        tensors.append(TensorSpec(name=name, shape=shape, dtype=tdtype, load=loader(parts, shape)))
+        note = ""
+        if tdtype == SOURCE:  # the checkpoint's own float type (the widest, if parts differ)
+            kinds = {part(p)[0].entries[part(p)[1]]["dtype"] for p in parts}
+            tdtype = "bf16" if kinds == {"BF16"} else "f16" if kinds == {"F16"} else "f32"
+            note = f"{'+'.join(sorted(kinds))} -> {tdtype} (exact)"
+        tensors.append(TensorSpec(name=name, shape=shape, dtype=tdtype, load=loader(parts, shape), note=note))
     extra = sorted(set(found) - used)
     if extra:
         raise CheckpointError(f"{src}: tensors not used by a {cfg['model_type']} model of this config: "

@@ -50,23 +50,15 @@ void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float
   }
 }
 
-template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t, int64_t,
-                                   int64_t, float*);
-template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
-                                 int64_t, float*);
-template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
-                               float*);
-template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
-                                        int64_t, float*);
-template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
-                                            int64_t, int64_t, float*);
-template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
-                                          int64_t, int64_t, float*);
-
-template void dot_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t, int64_t,
-                                float*);
-template void weighted_sum_rows_t<float>(const float*, const float*, int64_t, const float*, int64_t, int64_t,
-                                         int64_t, float*);
+#define GEMMA_VEC_REFERENCE(E)                                                                            \
+  template void dot_rows_t<E>(const float*, const E*, int64_t, const float*, int64_t, int64_t, int64_t, float*); \
+  template void weighted_sum_rows_t<E>(const float*, const E*, int64_t, const float*, int64_t, int64_t, int64_t, \
+                                       float*);
+GEMMA_VEC_REFERENCE(float)
+GEMMA_VEC_REFERENCE(uint16_t)
+GEMMA_VEC_REFERENCE(Half)
+GEMMA_VEC_REFERENCE(int8_t)
+#undef GEMMA_VEC_REFERENCE
 }  // namespace scalar
 
 // AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
@@ -95,72 +87,6 @@ void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stri
 #endif
   (void)isa;
   scalar::weighted_sum_rows(p, V, stride, nk, n, out);
-}
-
-template <typename E>
-static void dot_rows_typed(Isa isa, const float* q, const E* K, int64_t stride, const float* scale,
-                           int64_t scale_stride, int64_t nk, int64_t n, float* out) {
-#if defined(GEMMA_HAVE_AVX2)
-  if (use_avx2(isa)) return avx2::dot_rows_t(q, K, stride, scale, scale_stride, nk, n, out);
-#endif
-  (void)isa;
-  scalar::dot_rows_t(q, K, stride, scale, scale_stride, nk, n, out);
-}
-
-template <typename E>
-static void weighted_sum_rows_typed(Isa isa, const float* p, const E* V, int64_t stride, const float* scale,
-                                    int64_t scale_stride, int64_t nk, int64_t n, float* out) {
-#if defined(GEMMA_HAVE_AVX2)
-  if (use_avx2(isa)) return avx2::weighted_sum_rows_t(p, V, stride, scale, scale_stride, nk, n, out);
-#endif
-  (void)isa;
-  scalar::weighted_sum_rows_t(p, V, stride, scale, scale_stride, nk, n, out);
-}
-
-void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n,
-                       float* out) {
-  dot_rows_typed(isa, q, K, stride, nullptr, 0, nk, n, out);
-}
-void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
-                                int64_t n, float* out) {
-  weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
-}
-void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
-                      float* out) {
-  dot_rows_typed(isa, q, K, stride, nullptr, 0, nk, n, out);
-}
-void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
-                               float* out) {
-  weighted_sum_rows_typed(isa, p, V, stride, nullptr, 0, nk, n, out);
-}
-void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out) {
-  dot_rows_f16_isa(active_isa(), q, K, stride, nk, n, out);
-}
-void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out) {
-  weighted_sum_rows_f16_isa(active_isa(), p, V, stride, nk, n, out);
-}
-void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
-                     int64_t scale_stride, int64_t nk, int64_t n, float* out) {
-  dot_rows_typed(isa, q, K, stride, scale, scale_stride, nk, n, out);
-}
-void weighted_sum_rows_q8_isa(Isa isa, const float* p, const int8_t* V, int64_t stride, const float* scale,
-                              int64_t scale_stride, int64_t nk, int64_t n, float* out) {
-  weighted_sum_rows_typed(isa, p, V, stride, scale, scale_stride, nk, n, out);
-}
-void dot_rows_bf16(const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n, float* out) {
-  dot_rows_bf16_isa(active_isa(), q, K, stride, nk, n, out);
-}
-void weighted_sum_rows_bf16(const float* p, const uint16_t* V, int64_t stride, int64_t nk, int64_t n,
-                            float* out) {
-  weighted_sum_rows_bf16_isa(active_isa(), p, V, stride, nk, n, out);
-}
-void dot_rows_q8(const float* q, const int8_t* K, int64_t stride, const float* scale, int64_t scale_stride,
-                 int64_t nk, int64_t n, float* out) {
-  dot_rows_q8_isa(active_isa(), q, K, stride, scale, scale_stride, nk, n, out);
-}
-void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const float* scale,
-                          int64_t scale_stride, int64_t nk, int64_t n, float* out) {
-  weighted_sum_rows_q8_isa(active_isa(), p, V, stride, scale, scale_stride, nk, n, out);
 }
 
 template <typename E>

@@ -14,21 +14,11 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 
-// The same over rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or
-// int8 with one float scale per row (a KV cache's element types): an int8 row j holds values
-// scale[j * scale_stride] * K8[j * stride + i].
+// Rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or int8 with one
+// float scale per row (a KV cache's element types) go through the *_multi kernels below.
 struct Half {
   uint16_t bits;
 };
-void dot_rows_bf16(const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n, float* out);
-void weighted_sum_rows_bf16(const float* p, const uint16_t* V, int64_t stride, int64_t nk, int64_t n,
-                            float* out);
-void dot_rows_f16(const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n, float* out);
-void weighted_sum_rows_f16(const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n, float* out);
-void dot_rows_q8(const float* q, const int8_t* K, int64_t stride, const float* scale, int64_t scale_stride,
-                 int64_t nk, int64_t n, float* out);
-void weighted_sum_rows_q8(const float* p, const int8_t* V, int64_t stride, const float* scale,
-                          int64_t scale_stride, int64_t nk, int64_t n, float* out);
 
 // Several query heads against the same rows at once (grouped-query attention: the heads of a
 // KV group share every K and V row, so each row is read once for all of them). Per head, the
@@ -63,24 +53,11 @@ void dot_rows_isa(Isa isa, const float* q, const float* K, int64_t stride, int64
 void weighted_sum_rows_isa(Isa isa, const float* p, const float* V, int64_t stride, int64_t nk,
                            int64_t n, float* out);
 
-// Typed rows with an explicit ISA, for the tests.
-void dot_rows_bf16_isa(Isa isa, const float* q, const uint16_t* K, int64_t stride, int64_t nk, int64_t n,
-                       float* out);
-void weighted_sum_rows_bf16_isa(Isa isa, const float* p, const uint16_t* V, int64_t stride, int64_t nk,
-                                int64_t n, float* out);
-void dot_rows_f16_isa(Isa isa, const float* q, const Half* K, int64_t stride, int64_t nk, int64_t n,
-                      float* out);
-void weighted_sum_rows_f16_isa(Isa isa, const float* p, const Half* V, int64_t stride, int64_t nk, int64_t n,
-                               float* out);
-void dot_rows_q8_isa(Isa isa, const float* q, const int8_t* K, int64_t stride, const float* scale,
-                     int64_t scale_stride, int64_t nk, int64_t n, float* out);
-void weighted_sum_rows_q8_isa(Isa isa, const float* p, const int8_t* V, int64_t stride, const float* scale,
-                              int64_t scale_stride, int64_t nk, int64_t n, float* out);
-
 namespace scalar {
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
+// One head over typed rows: the reference of the *_multi kernels (null scale = 1).
 template <typename E>
 void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
                 int64_t nk, int64_t n, float* out);
@@ -96,12 +73,6 @@ template <typename E>
 void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
                                const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
                                int64_t out_stride);
-template <typename E>
-void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
-                int64_t nk, int64_t n, float* out);
-template <typename E>
-void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float* scale, int64_t scale_stride,
-                         int64_t nk, int64_t n, float* out);
 void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,

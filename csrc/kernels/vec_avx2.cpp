@@ -121,59 +121,8 @@ static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
 static inline float to_float(Half v) { return _cvtsh_ss(v.bits); }
 static inline float to_float(int8_t v) { return float(v); }
 
-template <typename E>
-void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, int64_t scale_stride,
-                int64_t nk, int64_t n, float* out) {
-  const int64_t n8 = n / 8 * 8;
-  for (int64_t j = 0; j < nk; ++j) {
-    const E* k = K + j * stride;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n8; i += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(k + i), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load8(k + i + 8), a1);
-    }
-    for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(k + i), a0);
-    float s = hsum(_mm256_add_ps(a0, a1));
-    for (; i < n; ++i) s += q[i] * to_float(k[i]);
-    out[j] = scale ? s * scale[j * scale_stride] : s;
-  }
-}
-
-template <typename E>
-void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float* scale, int64_t scale_stride,
-                         int64_t nk, int64_t n, float* out) {
-  const int64_t n8 = n / 8 * 8;
-  for (int64_t i0 = 0; i0 < n8; i0 += 8) {
-    __m256 o = _mm256_loadu_ps(out + i0);
-    for (int64_t j = 0; j < nk; ++j) {
-      const float w = scale ? p[j] * scale[j * scale_stride] : p[j];
-      o = _mm256_fmadd_ps(_mm256_set1_ps(w), load8(V + j * stride + i0), o);
-    }
-    _mm256_storeu_ps(out + i0, o);
-  }
-  for (int64_t i = n8; i < n; ++i) {
-    float s = out[i];
-    for (int64_t j = 0; j < nk; ++j) s += (scale ? p[j] * scale[j * scale_stride] : p[j]) * to_float(V[j * stride + i]);
-    out[i] = s;
-  }
-}
-
-template void dot_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t, int64_t,
-                                   int64_t, float*);
-template void dot_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t, int64_t,
-                                 int64_t, float*);
-template void dot_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t, int64_t,
-                               float*);
-template void weighted_sum_rows_t<Half>(const float*, const Half*, int64_t, const float*, int64_t, int64_t,
-                                        int64_t, float*);
-template void weighted_sum_rows_t<uint16_t>(const float*, const uint16_t*, int64_t, const float*, int64_t,
-                                            int64_t, int64_t, float*);
-template void weighted_sum_rows_t<int8_t>(const float*, const int8_t*, int64_t, const float*, int64_t,
-                                          int64_t, int64_t, float*);
-
-// ---- several heads against the same rows (the per-head arithmetic of dot_rows_t /
-// weighted_sum_rows_t, each row loaded once for all heads) ----
+// ---- several heads against the same rows (per head the arithmetic of dot_rows /
+// weighted_sum_rows above, each row loaded once for all heads) ----
 static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 static inline float to_float(float v) { return v; }
 

@@ -217,16 +217,16 @@ static void test_vec_typed(std::mt19937& g) {
       std::vector<float> ref8(static_cast<size_t>(nk));
       vec::scalar::dot_rows_t<int8_t>(q.data(), K8.data(), stride, scale.data(), 2, nk, n, ref8.data());
       for (Isa isa : available_isas()) {
-        vec::dot_rows_bf16_isa(isa, q.data(), Kb.data(), stride, nk, n, got.data());
+        vec::dot_rows_multi_isa(isa, q.data(), 0, 1, Kb.data(), stride, nullptr, 0, nk, n, got.data(), 0);
         for (int64_t j = 0; j < nk; ++j)
           CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
                 "%s dot_rows_bf16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
-        vec::dot_rows_q8_isa(isa, q.data(), K8.data(), stride, scale.data(), 2, nk, n, got.data());
+        vec::dot_rows_multi_isa(isa, q.data(), 0, 1, K8.data(), stride, scale.data(), 2, nk, n, got.data(), 0);
         for (int64_t j = 0; j < nk; ++j)
           CHECK(std::fabs(got[size_t(j)] - ref8[size_t(j)]) <= (1e-5f * float(n) + 1e-6f) * 127.f * scale[size_t(2 * j)],
                 "%s dot_rows_q8 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
         std::fill(wgot.begin(), wgot.end(), 0.5f);
-        vec::weighted_sum_rows_q8_isa(isa, p.data(), K8.data(), stride, scale.data(), 2, nk, n, wgot.data());
+        vec::weighted_sum_rows_multi_isa(isa, p.data(), 0, 1, K8.data(), stride, scale.data(), 2, nk, n, wgot.data(), 0);
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_q8 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
@@ -236,12 +236,12 @@ static void test_vec_typed(std::mt19937& g) {
           for (size_t i = 0; i < Kf.size(); ++i) Kh[i].bits = f32_to_f16(Kf[i]), Khf[i] = f16_to_f32(Kh[i].bits);
           std::vector<float> href(static_cast<size_t>(nk)), wh(static_cast<size_t>(n), 0.5f), whref(static_cast<size_t>(n), 0.5f);
           vec::scalar::dot_rows(q.data(), Khf.data(), stride, nk, n, href.data());
-          vec::dot_rows_f16_isa(isa, q.data(), Kh.data(), stride, nk, n, got.data());
+          vec::dot_rows_multi_isa(isa, q.data(), 0, 1, Kh.data(), stride, nullptr, 0, nk, n, got.data(), 0);
           for (int64_t j = 0; j < nk; ++j)
             CHECK(std::fabs(got[size_t(j)] - href[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
                   "%s dot_rows_f16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
           vec::scalar::weighted_sum_rows(p.data(), Khf.data(), stride, nk, n, whref.data());
-          vec::weighted_sum_rows_f16_isa(isa, p.data(), Kh.data(), stride, nk, n, wh.data());
+          vec::weighted_sum_rows_multi_isa(isa, p.data(), 0, 1, Kh.data(), stride, nullptr, 0, nk, n, wh.data(), 0);
           for (int64_t i = 0; i < n; ++i)
             CHECK(std::fabs(wh[size_t(i)] - whref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                   "%s weighted_sum_rows_f16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
@@ -249,7 +249,7 @@ static void test_vec_typed(std::mt19937& g) {
         std::fill(wgot.begin(), wgot.end(), 0.5f);
         std::vector<float> wref_b(static_cast<size_t>(n), 0.5f);
         vec::scalar::weighted_sum_rows(p.data(), Kbf.data(), stride, nk, n, wref_b.data());
-        vec::weighted_sum_rows_bf16_isa(isa, p.data(), Kb.data(), stride, nk, n, wgot.data());
+        vec::weighted_sum_rows_multi_isa(isa, p.data(), 0, 1, Kb.data(), stride, nullptr, 0, nk, n, wgot.data(), 0);
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref_b[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_bf16 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));

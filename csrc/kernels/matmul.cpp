@@ -130,7 +130,10 @@ void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, 
 
 void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* Y, int64_t ldy,
                 ThreadPool& pool) {
-  MatmulRowsFn fn = quant::is_native_gguf(W.dtype) ? kquant_kernel_for(isa) : kernel_for(isa);
+  // GGUF Q5_0 runs in the x86 lane = row kernels (signed levels, like int8); the other native
+  // formats, and Q5_0 elsewhere, in matmul_kquant_*.
+  const bool lane_row_q5_0 = W.dtype == DType::Q5_0 && (isa == Isa::Avx2 || isa == Isa::Avx512);
+  MatmulRowsFn fn = quant::is_native_gguf(W.dtype) && !lane_row_q5_0 ? kquant_kernel_for(isa) : kernel_for(isa);
   const int64_t rows = W.rows;
   // Quantised weights: quantise the activations once here, not per row chunk or per thread.
   // Scratch grows once per thread and is reused: no allocation in the token loop.

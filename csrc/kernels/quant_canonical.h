@@ -2,7 +2,8 @@
 //
 // Activations are quantised once per matmul (quantize_activations): token t, block b holds 32
 // int8 levels qx with x ~= dx[t, b] * qx. A weight block holds 32 integer levels qw with
-// w ~= dw[r, b] * qw (Q8: qw in [-127, 127]; Q4: nibble - 8 in [-8, 7]). Output (t, r) is
+// w ~= dw[r, b] * qw (Q8: qw in [-127, 127]; Q4: nibble - 8 in [-8, 7]; GGUF Q5_0 on x86:
+// [-16, 15]). Output (t, r) is
 //
 //   acc = 0
 //   for b = 0 .. nb-1 (ascending):

@@ -29,24 +29,13 @@ SPECS = {
 }
 
 
-def q4_0_int4_bytes(x: np.ndarray) -> np.ndarray:
-    rows, cols = x.shape
-    b = x.reshape(rows, cols // 32, 32)
-    mx = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)[..., 0]
-    d = (mx / -8).astype(np.float16)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = d.astype(np.float32)[..., None]
-        q = np.clip(np.where(df != 0, np.round(b / df), 0) + 8, 0, 15).astype(np.uint8)
-    return np.concatenate([d.view(np.uint8).reshape(rows, -1), (q[..., :16] | q[..., 16:] << 4).reshape(rows, -1)], 1)
-
-
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64) - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def main() -> None:
-    from checkpoints import make_checkpoint, train_tokenizer
+    from checkpoints import make_checkpoint, q4_0_int4_bytes, train_tokenizer
 
     from gemma_cpp import Model
     from gemma_cpp.convert import read_source

@@ -123,3 +123,17 @@ def reference_greedy(model, ids: list[int], n: int) -> list[int]:
         out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, min_new_tokens=n,
                              eos_token_id=None, pad_token_id=0)
     return out[0, len(ids):].tolist()
+
+
+def q4_0_int4_bytes(x: np.ndarray) -> np.ndarray:
+    """llama.cpp's Q4_0 rule (d = signed max-abs / -8 in f16, q = round(x / d) + 8 clipped to
+    [0, 15]) laid out as our int4, which has the same levels and nibble order: the 4-bit baseline
+    of tests/test_kquant.py and benchmarks/int4_quality.py."""
+    rows, cols = x.shape
+    b = x.reshape(rows, cols // 32, 32)
+    mx = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)[..., 0]
+    d = (mx / -8).astype(np.float16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = d.astype(np.float32)[..., None]
+        q = np.clip(np.where(df != 0, np.round(b / df), 0) + 8, 0, 15).astype(np.uint8)
+    return np.concatenate([d.view(np.uint8).reshape(rows, -1), (q[..., :16] | q[..., 16:] << 4).reshape(rows, -1)], 1)

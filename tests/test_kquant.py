@@ -18,6 +18,7 @@ import os
 import numpy as np
 import pytest
 
+from checkpoints import q4_0_int4_bytes
 from gemma_cpp import _core
 
 ISAS = _core.available_isas()
@@ -333,18 +334,6 @@ def test_q5_0_quantiser_is_valid_and_accurate():
     assert ((back - x) ** 2).sum() < 0.3 * ((_q4_0_llamacpp(x) - x) ** 2).sum()
 
 
-def _q4_0_int4_bytes(x: np.ndarray) -> np.ndarray:
-    """llama.cpp's Q4_0 rule laid out as our int4 (same levels, same nibble order)."""
-    rows, cols = x.shape
-    b = x.reshape(rows, cols // 32, 32)
-    mx = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)[..., 0]
-    d = (mx / -8).astype(np.float16)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = d.astype(np.float32)[..., None]
-        q = np.clip(np.where(df != 0, np.round(b / df), 0) + 8, 0, 15).astype(np.uint8)
-    return np.concatenate([d.view(np.uint8).reshape(rows, -1), (q[..., :16] | q[..., 16:] << 4).reshape(rows, -1)], 1)
-
-
 def test_q4_k_mix_vs_llamacpp_q4_0_on_a_random_checkpoint(make_ckpt, tmp_path):
     """Mean KL(f32 || 4-bit) of next-token distributions, both at 4.5 bits/weight for every matrix
     and an int8 embedding: our q4_k mix against llama.cpp's Q4_0 rule (numpy, stored as int4).
@@ -363,7 +352,7 @@ def test_q4_k_mix_vs_llamacpp_q4_0_on_a_random_checkpoint(make_ckpt, tmp_path):
         if len(t.shape) == 2:
             t.dtype = "int8" if t.name == "embed" else "int4"
             if t.name != "embed":
-                t.raw = (lambda t=t: _q4_0_int4_bytes(np.asarray(t.load(), np.float32)))
+                t.raw = (lambda t=t: q4_0_int4_bytes(np.asarray(t.load(), np.float32)))
     write(src, base, progress=False)
     assert os.path.getsize(ours) == os.path.getsize(base)
     ids = [2] + np.random.default_rng(0).integers(4, 500, 160).tolist()

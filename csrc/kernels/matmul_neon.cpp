@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/matmul.h"
 #include "kernels/quant_canonical.h"
@@ -94,7 +95,13 @@ inline void tile_quant(const WeightView& W, const QuantizedActs& xq, float* Y, i
                        int64_t r, int64_t t) {
   const int64_t nb = xq.nb;
   const uint8_t* row[R];
-  for (int i = 0; i < R; ++i) row[i] = W.data + (r + i) * W.row_bytes;
+  // Rows16 rows are gathered back into the Rows layout (correct, not yet fast: a lane = row
+  // sdot kernel reading the lines directly is the NEON counterpart of the x86 one).
+  thread_local std::vector<uint8_t> gathered;
+  if (W.layout == Layout::Rows16 && gathered.size() < size_t(R * W.row_bytes)) gathered.resize(size_t(R * W.row_bytes));
+  for (int i = 0; i < R; ++i)
+    row[i] = W.layout == Layout::Rows16 ? plain_row(W, r + i, gathered.data() + i * W.row_bytes)
+                                        : W.data + (r + i) * W.row_bytes;
   float acc[R][TT] = {};
   for (int64_t b = 0; b < nb; ++b) {
     int8x16_t w0[R], w1[R];

@@ -140,6 +140,9 @@ void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, 
 #if defined(GEMMA_HAVE_AVX2)
   if (isa == Isa::Avx2 || isa == Isa::Avx512) return avx2::quantize_activations(X, T, cols, q, d, s);
 #endif
+#if defined(GEMMA_HAVE_NEON)
+  if (isa == Isa::Neon) return neon::quantize_activations(X, T, cols, q, d, s);
+#endif
   (void)isa;
   quantize_activations(X, T, cols, q, d, s);
 }

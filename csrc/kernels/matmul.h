@@ -63,6 +63,9 @@ void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, 
 namespace avx2 {
 void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
 }
+namespace neon {
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+}
 
 // Per-ISA kernel: rows [r0, r1) of the product. Implemented in matmul_<isa>.cpp. For Q8/Q4
 // weights `xq` holds X quantised (quantize_activations); for float weights it is null.

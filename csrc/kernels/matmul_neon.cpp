@@ -282,4 +282,42 @@ void matmul_rows(const WeightView& W, const float* X, const QuantizedActs* xq, i
   }
 }
 
+// quantize_activations (matmul.cpp, the reference) with 4 lanes: the same operations in the same
+// precision, so the same bits (max is exact; vrndnq rounds to nearest even, as the reference's
+// magic-number rounding does below 2^22; the sign is restored exactly). Partial blocks go to the
+// reference.
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s) {
+  const int64_t nb = quant::n_blocks(cols), full = cols / kB;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* x = X + t * cols;
+    for (int64_t b = 0; b < full; ++b) {
+      const float* xb = x + b * kB;
+      float32x4_t v[8], a[8];
+      for (int i = 0; i < 8; ++i) v[i] = vld1q_f32(xb + 4 * i), a[i] = vabsq_f32(v[i]);
+      float32x4_t m = a[0];
+      for (int i = 1; i < 8; ++i) m = vmaxq_f32(m, a[i]);
+      const float amax = vmaxvq_f32(m);
+      const float32x4_t id = vdupq_n_f32(amax > 0.f ? 127.f / amax : 0.f);
+      int32x4_t qi[8], sum = vdupq_n_s32(0);
+      for (int i = 0; i < 8; ++i) {
+        const int32x4_t mag = vcvtq_s32_f32(vminq_f32(vdupq_n_f32(127.f), vrndnq_f32(vmulq_f32(a[i], id))));
+        const uint32x4_t neg = vcltq_f32(v[i], vdupq_n_f32(0.f));
+        qi[i] = vbslq_s32(neg, vnegq_s32(mag), mag);
+        sum = vaddq_s32(sum, qi[i]);
+      }
+      int8_t* qb = q + (t * nb + b) * kB;
+      for (int h = 0; h < 2; ++h) {  // int32 -> int8, no saturation: |q| <= 127
+        const int16x8_t lo = vcombine_s16(vmovn_s32(qi[4 * h]), vmovn_s32(qi[4 * h + 1]));
+        const int16x8_t hi = vcombine_s16(vmovn_s32(qi[4 * h + 2]), vmovn_s32(qi[4 * h + 3]));
+        vst1q_s8(qb + 16 * h, vcombine_s8(vmovn_s16(lo), vmovn_s16(hi)));
+      }
+      d[t * nb + b] = amax / 127.f;
+      s[t * nb + b] = vaddvq_s32(sum);
+    }
+    if (full < nb)  // the partial last block
+      gemma::quantize_activations(x + full * kB, 1, cols - full * kB, q + (t * nb + full) * kB, d + t * nb + full,
+                                  s + t * nb + full);
+  }
+}
+
 }  // namespace gemma::neon

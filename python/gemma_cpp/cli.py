@@ -607,12 +607,19 @@ def cmd_info(args, parser) -> int:
 # ---------------------------------------------------------------------------- serve
 def cmd_serve(args, parser) -> int:
     try:
-        from . import server
+        from .openai import server
     except ImportError as e:
         raise CLIError(f"`{PROG} serve` needs FastAPI and uvicorn: pip install 'gemma_cpp[server]' ({e})") from None
-    server.serve(_resolve_model(args.model or _default_model()), host=args.host, port=args.port, api_key=args.api_key,
-                 n_threads=args.threads, ctx=args.ctx, parallel=args.parallel, log_level=args.log_level,
-                 model_name=args.alias, kv_dtype=args.kv_dtype)
+    from . import _core
+    from .model import Model
+
+    path = _resolve_model(args.model or _default_model())
+    n_threads = args.threads
+    if n_threads is None:  # the cores are shared among the slots
+        n_threads = max(1, _core.default_threads() // args.parallel)
+    model = Model(path, n_threads=n_threads, max_seq_len=args.ctx, kv_dtype=args.kv_dtype)
+    server.serve(model, host=args.host, port=args.port, api_key=args.api_key, parallel=args.parallel,
+                 log_level=args.log_level, model_name=args.alias)
     return 0
 
 

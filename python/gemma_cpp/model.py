@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
+from .openai import responses as openai_responses  # never imports this module: no cycle
 from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
 from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
@@ -333,14 +334,10 @@ class Model:
     # ------------------------------------------------------------------ OpenAI-shaped calls
     def create_completion(self, prompt, **kw):
         """llama-cpp-python's `create_completion`: an OpenAI `text_completion` dict (or chunks).
-        See `gemma_cpp.openai_compat.create_completion`."""
-        from .openai_compat import create_completion
-
-        return create_completion(self, prompt, **kw)
+        See `gemma_cpp.openai.responses.create_completion`."""
+        return openai_responses.create_completion(self, prompt, **kw)
 
     def create_chat_completion(self, messages, **kw):
         """llama-cpp-python's `create_chat_completion`: an OpenAI `chat.completion` dict (or chunks).
-        See `gemma_cpp.openai_compat.create_chat_completion`."""
-        from .openai_compat import create_chat_completion
-
-        return create_chat_completion(self, messages, **kw)
+        See `gemma_cpp.openai.responses.create_chat_completion`."""
+        return openai_responses.create_chat_completion(self, messages, **kw)

@@ -332,7 +332,7 @@ def test_tokenize_bytes(model):
 
 
 def test_stop_flag_unescapes():
-    from gemma_cpp.cli import _unescape
+    from gemma_cpp.cli.options import unescape as _unescape
 
     assert _unescape(r"\n\n") == "\n\n"
     assert _unescape(r"a\tb\\n\"") == 'a\tb\\n"'

@@ -267,3 +267,35 @@ def test_same_tokens_as_the_python_loop(make_gcpp, spec):
         seed = kw.pop("seed", 0)
         expected = _python_loop(m, prompt, 60, sampling_params(**kw), seed)
         assert m.generate(prompt, max_new_tokens=60, ignore_eos=True, seed=seed, **kw) == expected, kw
+
+
+# ---------------------------------------------------------------------------- the top-p / min-p cut
+def _nucleus_rank(logits: np.ndarray, temperature: float, top_p: float, min_p: float) -> int:
+    """How many best-first candidates a full sort keeps (numpy, float64)."""
+    z = logits.astype(np.float64) / temperature
+    order = np.lexsort((np.arange(z.size), -z))  # best first, ties by id (the sampler's order)
+    w = np.exp(z[order] - z[order[0]])
+    keep = z.size
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(w) / w.sum(), top_p) + 1)
+    if min_p > 0.0:
+        keep = min(keep, int(np.sum(w[:keep] >= min_p * w[0])))
+    return keep, order
+
+
+@pytest.mark.parametrize("temperature,top_p,min_p", [(1.0, 0.9, 0.0), (3.0, 0.995, 0.0), (2.0, 1.0, 0.5),
+                                                     (4.0, 0.999, 0.2)])
+def test_top_p_min_p_draws_come_from_the_full_sort_nucleus(model, temperature, top_p, min_p):
+    """The sampler sorts only the best-first prefix that holds the cut, growing it (64, 512, ...)
+    until it does (csrc/decode/sampler.cpp): every draw must lie in the nucleus a full sort
+    keeps, and the draws must reach deep into it (high temperatures make nuclei of hundreds to
+    thousands of tokens, so the prefix has to grow). One rank of slack at the boundary: float32
+    weights in C++ against float64 here."""
+    logits = model.logits(PROMPT)[-1]
+    keep, order = _nucleus_rank(logits, temperature, top_p, min_p)
+    rank = {int(t): r for r, t in enumerate(order[:keep + 1])}
+    draws = [run(model, max_tokens=1, temperature=temperature, top_p=top_p, min_p=min_p, seed=s, ignore_eos=True).ids[0]
+             for s in range(60)]
+    assert all(int(t) in rank for t in draws), (keep, [t for t in draws if int(t) not in rank])
+    if keep > 64:
+        assert max(rank[int(t)] for t in draws) >= 64, keep  # drawn from beyond the first prefix

@@ -22,6 +22,31 @@ void SamplingParams::validate() const {
     bad("frequency_penalty must be in [-2, 2], got " + std::to_string(frequency_penalty));
 }
 
+// The top-p and min-p cuts read the candidates best first, but only up to the cut, which for a
+// real distribution is a few dozen of Gemma's 262144 tokens: sorting them all cost more than a
+// small model's forward pass. So select a best-first prefix (nth_element, then sort it) and grow
+// it until the cut lies inside. `better` is a total order (ties broken by id), so the prefix is
+// exactly the first k of a full sort and the sampled token is the same.
+template <typename Better>
+void Sampler::sort_prefix_holding_cut(size_t n, double total, const SamplingParams& p, Better better) {
+  if (n == 0) return;
+  for (size_t k = std::min<size_t>(n, 64);; k = std::min(n, 8 * k)) {
+    std::nth_element(cand_.begin(), cand_.begin() + long(k - 1), cand_.begin() + long(n), better);
+    std::sort(cand_.begin(), cand_.begin() + long(k), better);
+    if (k == n) return;
+    bool holds;
+    if (p.top_p < 1.f) {  // the cut's own running sum: does it reach top_p within k? (min-p cuts after it)
+      double cum = 0.0;
+      size_t i = 0;
+      while (i < k && cum < double(p.top_p)) cum += cand_[i++].first / total;
+      holds = cum >= double(p.top_p);
+    } else {  // min-p alone: the prefix must reach a token below the floor
+      holds = cand_[k - 1].first < p.min_p * cand_[0].first;
+    }
+    if (holds) return;
+  }
+}
+
 int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p) {
   if (p.temperature == 0.f) {
     return int32_t(std::max_element(logits, logits + vocab) - logits);
@@ -49,7 +74,7 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
     total += cand_[i].first;
   }
   if (p.top_p < 1.f || p.min_p > 0.f) {
-    std::sort(cand_.begin(), cand_.begin() + long(n), better);
+    sort_prefix_holding_cut(n, total, p, better);
     if (p.top_p < 1.f) {  // keep the smallest prefix whose mass reaches top_p
       double cum = 0.0;
       size_t keep = 0;

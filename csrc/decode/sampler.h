@@ -31,6 +31,10 @@ class Sampler {
   int32_t sample(const float* logits, int vocab, const SamplingParams& p);
 
  private:
+  // Sorts the best-first prefix of cand_[0, n) that the top-p / min-p cuts read (sampler.cpp).
+  template <typename Better>
+  void sort_prefix_holding_cut(size_t n, double total, const SamplingParams& p, Better better);
+
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;
 };

@@ -64,3 +64,9 @@ target_include_directories(gemma_core PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../csrc)
 target_compile_definitions(gemma_core PUBLIC ${GEMMA_ISA_DEFINES})
 target_link_libraries(gemma_core PUBLIC Threads::Threads)
 target_compile_options(gemma_core PRIVATE -Wall -Wextra -Wno-unused-parameter)
+# Floating-point expressions compile as written: no a * b + c fused behind our back. The
+# canonical arithmetic (kernels/quant_canonical.h) and the references it is tested against
+# (e.g. the rounding in quantize_activations) depend on it: GCC contracts by default wherever
+# the target has FMA (all of aarch64, the AVX2/AVX-512 files), which made the scalar reference
+# round an activation differently from the NEON kernel. Fused steps are written as fma().
+target_compile_options(gemma_core PUBLIC $<$<CXX_COMPILER_ID:GNU,Clang,AppleClang>:-ffp-contract=off>)

@@ -10,7 +10,7 @@ OUT=${1:-build/neon-qemu}
 command -v "$CXX" >/dev/null || { echo "missing $CXX (apt-get install g++-aarch64-linux-gnu)" >&2; exit 77; }
 command -v "$QEMU" >/dev/null || { echo "missing $QEMU (apt-get install qemu-user)" >&2; exit 77; }
 mkdir -p "$OUT"
-FLAGS=(-std=c++17 -O2 -pthread -Icsrc -DGEMMA_HAVE_NEON -Wall -Wextra -Wno-unused-parameter)
+FLAGS=(-std=c++17 -O2 -pthread -Icsrc -DGEMMA_HAVE_NEON -ffp-contract=off -Wall -Wextra -Wno-unused-parameter)
 # Only the kernel sources (no model/io), the same files and flags cmake/sources.cmake uses.
 "$CXX" "${FLAGS[@]}" -march=armv8.2-a+dotprod+fp16 -c csrc/kernels/matmul_neon.cpp -o "$OUT/matmul_neon.o"
 "$CXX" "${FLAGS[@]}" -march=armv8.2-a+dotprod+fp16 -c csrc/kernels/matmul_kquant_neon.cpp -o "$OUT/matmul_kquant_neon.o"

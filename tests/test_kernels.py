@@ -148,22 +148,9 @@ def test_roundtrip_error(dtype, qmin, qmax):
     assert np.abs(err[5]).max() < 1e-3 * {"int8": 0.03, "int4": 0.4}[dtype]
 
 
-def test_cpp_kernel_tests_binary(tmp_path):
+def test_cpp_kernel_tests_binary(cpp_test_binary):
     """The C++ kernel tests (tests/cpp/kernel_tests.cpp): the dev build's binary, or a fresh build."""
-    exe = os.path.join(ROOT, "build", "dev", "kernel_tests")
-    if not os.path.exists(exe):
-        if shutil.which("cmake") is None:
-            pytest.skip("cmake is not installed")
-        build = tmp_path / "build"
-        cfg = subprocess.run(["cmake", "-S", ROOT, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                              "-DGEMMA_BUILD_PYTHON=OFF", "-DGEMMA_BUILD_TESTS=ON"],
-                             capture_output=True, text=True, timeout=300)
-        assert cfg.returncode == 0, cfg.stdout + cfg.stderr
-        b = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "kernel_tests"],
-                           capture_output=True, text=True, timeout=600)
-        assert b.returncode == 0, b.stdout[-4000:] + b.stderr[-4000:]
-        exe = str(build / "kernel_tests")
-    r = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([cpp_test_binary("kernel_tests")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failures" in r.stdout, r.stdout
 

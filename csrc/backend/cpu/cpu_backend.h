@@ -12,7 +12,7 @@
 
 namespace gemma {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   // isa: the kernels to run (tests pin one); none = the process-wide active_isa() at each op, which
   // GEMMA_CPP_ISA and gemma_cpp._core.set_isa choose.

@@ -19,7 +19,6 @@ class CpuBackend : public Backend {
   explicit CpuBackend(int n_threads, std::optional<Isa> isa = std::nullopt);
 
   Isa isa() const { return isa_ ? *isa_ : active_isa(); }
-  ThreadPool& pool() { return *pool_; }
 
   const char* name() const override;
   int n_threads() const override { return pool_->size(); }

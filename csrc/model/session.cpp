@@ -8,6 +8,9 @@
 // Attn: q, k, v = qkv(h); [q, k = QKNorm(q), QKNorm(k)]; rope(q), rope(k) (rotate-half);
 // scores = SoftCap(q.k * query_scale) over causal (and, on sliding layers, windowed) keys;
 // softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
+//
+// Each step below is one Backend op per chunk of tokens (backend/backend.h) on the Workspace's
+// buffers: this file says what is computed and in which order, the backend how.
 #include "model/session.h"
 
 #include <algorithm>

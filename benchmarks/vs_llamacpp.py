@@ -375,6 +375,89 @@ class Ours:
         return n / dt
 
 
+# ----------------------------------------------------------------------------- peak memory
+RSS_TEST = (512, 16)  # pp512 then tg16: the prompt's KV cache and the decode buffers, both touched
+
+
+def _peak_rss_mb(cmd: list[str], env: dict, timeout: float) -> float:
+    """Peak resident set of one process run (its own, from wait4), in MB."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.time() > deadline:
+            p.kill()
+            p.wait()
+            raise NA(f"exceeded {timeout:.0f}s")
+        time.sleep(0.05)
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = p.stderr.read().decode(errors="replace").strip().splitlines()[-2:] if p.stderr else []
+        raise NA(f"exit {os.waitstatus_to_exitcode(status)}: {' | '.join(err)}")
+    return ru.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
+
+
+def measure_rss(args, bins, jobs: list[dict]) -> list[dict]:
+    """Each engine's peak RSS for pp512 + tg16 in a process of its own, beside its file size and,
+    for ours, the bound the kernels issue sets: file + KV cache + 10%."""
+    threads = max(args.threads)
+    n_p, n_g = RSS_TEST
+    ours_env = dict(CLEAN_ENV)
+    if (REPO / "python" / "gemma_cpp").is_dir():
+        ours_env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), ours_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = []
+    for j in jobs:
+        row = {k: j.get(k) for k in ("model", "title", "llama_type", "our_type", "llama_bytes", "ours_bytes")}
+        if j.get("llama_path") and not j.get("llama_na"):
+            try:
+                row["llama_rss_mb"] = _peak_rss_mb(
+                    [str(bins["llama-bench"]), "-m", j["llama_path"], "-p", str(n_p), "-n", str(n_g), "-t",
+                     str(threads), "-r", "1"], CLEAN_ENV, args.budget_s)
+            except NA as e:
+                row["llama_rss_na"] = str(e)
+        if j.get("ours_path") and not j.get("ours_na"):
+            try:
+                row["ours_rss_mb"] = _peak_rss_mb(
+                    [sys.executable, "-m", "gemma_cpp.bench", j["ours_path"], "-p", str(n_p), "-n", str(n_g), "-t",
+                     str(threads), "-r", "1"], ours_env, args.budget_s)
+                from gemma_cpp import Model
+
+                m = Model(j["ours_path"], n_threads=1, max_seq_len=n_p)
+                row["ours_kv_mb"] = m.kv_bytes_per_token * n_p / 1e6
+                del m
+            except NA as e:
+                row["ours_rss_na"] = str(e)
+        log(f"[rss] {row['title']} {row['our_type']}: ours {row.get('ours_rss_mb', '—')} MB, "
+            f"llama.cpp {row.get('llama_rss_mb', '—')} MB")
+        out.append(row)
+    return out
+
+
+def rss_markdown(rss: list[dict], threads: int) -> list[str]:
+    n_p, n_g = RSS_TEST
+    out = ["", f"Peak RSS (MB) of one process running pp{n_p} + tg{n_g} at {threads} threads "
+               f"(ours: a Python process, `python -m gemma_cpp.bench`, interpreter and numpy included):", "",
+           "| model | type (ours vs llama.cpp) | llama.cpp file | llama.cpp peak RSS | ours file | ours KV | "
+           "ours peak RSS | ours ≤ file + KV + 10% |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rss:
+        def mb(key, na_key=None):
+            if r.get(key) is not None:
+                return f"{r[key]:.0f}"
+            return f"n/a ({r[na_key]})" if na_key and r.get(na_key) else "—"
+        bound = "—"
+        if r.get("ours_rss_mb") is not None and r.get("ours_bytes"):
+            limit = 1.1 * (r["ours_bytes"] / 1e6 + r.get("ours_kv_mb", 0.0))
+            bound = f"{'yes' if r['ours_rss_mb'] <= limit else 'no'} ({limit:.0f})"
+        llama_file = f"{r['llama_bytes'] / 1e6:.0f}" if r.get("llama_bytes") else "—"
+        ours_file = f"{r['ours_bytes'] / 1e6:.0f}" if r.get("ours_bytes") else "—"
+        out.append(f"| {r['title']} | {r['our_type']} vs {r['llama_type']} | {llama_file} | "
+                   f"{mb('llama_rss_mb', 'llama_rss_na')} | {ours_file} | {mb('ours_kv_mb')} | "
+                   f"{mb('ours_rss_mb', 'ours_rss_na')} | {bound} |")
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 def summarize(samples: list[float]) -> dict | None:
     if not samples:
@@ -413,6 +496,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest wait for a quiet machine per run (s)")
     ap.add_argument("--retries", type=int, default=1,
                     help="repeat a run during which other processes used >= --quiet-threshold cores (default 1)")
+    ap.add_argument("--no-rss", action="store_true",
+                    help="skip the peak-RSS runs (one pp512 + tg16 process per engine and pair)")
     ap.add_argument("--budget-s", type=float, default=180.0,
                     help="skip a cell whose single run is predicted to take longer than this (s)")
     a = ap.parse_args(argv)
@@ -610,6 +695,8 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
                 lb_ += f" ({f['llama_embd_type']})"
             ob_ = f"{f['ours_bytes'] / 1e6:.0f} MB" if f.get("ours_bytes") else "—"
             out.append(f"| {f['title']} | {f['our_type']} vs {f['llama_type']} | {lb_} | {ob_} |")
+    if meta.get("peak_rss"):
+        out += rss_markdown(meta["peak_rss"], max(meta["threads"]))
     notes = meta.get("notes") or []
     if notes:
         out += [""] + [f"- {n}" for n in notes]
@@ -637,6 +724,7 @@ def main(argv=None) -> int:
     log(f"[run] measuring ({len(jobs)} model/type pairs × {len(args.threads)} thread counts × "
         f"{len(args.tests)} tests × {args.reps} reps, alternating engines) ...")
     rows = measure(args, bins, jobs)
+    rss = [] if args.no_rss else measure_rss(args, bins, jobs)
 
     ver = subprocess.run([str(bins["llama-bench"]), "--version"], capture_output=True, text=True)
     llama_version = (ver.stdout + ver.stderr).strip().splitlines()[0] if (ver.stdout + ver.stderr).strip() else "?"
@@ -671,6 +759,7 @@ def main(argv=None) -> int:
                                           "llama_bytes", "ours_bytes", "llama_embd_type", "llama_na", "ours_na")}
                   for j in jobs],
         "notes": notes,
+        "peak_rss": rss,
         "seconds": {"prepare": round(t_prep), "total": round(time.time() - t_start)},
     }
     md = to_markdown(meta, rows)

@@ -184,7 +184,7 @@ def test_chat_piped_lines(model_path, model):
 
 def test_chat_piped_with_system(model_path, model):
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
-    from gemma_cpp.openai_compat import render_chat
+    from gemma_cpp.openai.protocol import render_chat
 
     ids = model.tokenize(render_chat(model, msgs), add_bos=False)
     expected = model.detokenize(model.generate(ids, max_new_tokens=N))

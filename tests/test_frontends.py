@@ -17,7 +17,7 @@ from conftest import subprocess_env
 
 from gemma_cpp import ChatTemplateError, Model
 from gemma_cpp.model import BaseModelChatWarning
-from gemma_cpp.openai_compat import TextGeneration
+from gemma_cpp.generation import Generation as TextGeneration
 from gemma_cpp.params import InvalidParameterType, InvalidRequestError
 
 P = "the water boils at"
@@ -41,7 +41,7 @@ def http(model_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from gemma_cpp.server import create_app
+    from gemma_cpp.openai.server import create_app
 
     with TestClient(create_app(Model(model_path, n_threads=1))) as c:
         yield c
@@ -190,7 +190,7 @@ def test_routine_client_fields_are_ignored(http):
     body = {"messages": [{"role": "user", "content": P}], "max_tokens": 2, "user": "u1", "metadata": {"a": "b"},
             "store": False, "model": "anything", "parallel_tool_calls": True, "tool_choice": "none"}
     assert http.post("/v1/chat/completions", json=body).status_code == 200
-    from gemma_cpp.openai_compat import IGNORED_FIELDS
+    from gemma_cpp.openai.protocol import IGNORED_FIELDS
 
     doc = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "server.md")).read()
     assert all(f"`{f}`" in doc for f in IGNORED_FIELDS)  # the documented list is the real one
@@ -201,7 +201,7 @@ def test_default_max_tokens_is_bounded(model, http):
 
     assert DEFAULT_MAX_TOKENS == 512
     big = Model(model.path, n_threads=1)  # context 512 would end first: check the request's bound instead
-    from gemma_cpp.openai_compat import parse_chat, parse_completion
+    from gemma_cpp.openai.protocol import parse_chat, parse_completion
 
     chat = parse_chat(big, {"messages": [{"role": "user", "content": "hi"}]})
     assert chat.max_tokens == min(DEFAULT_MAX_TOKENS, big.max_seq_len - len(chat.prompt_ids))
@@ -332,7 +332,7 @@ def test_tokenize_bytes(model):
 
 
 def test_stop_flag_unescapes():
-    from gemma_cpp.cli import _unescape
+    from gemma_cpp.cli.options import unescape as _unescape
 
     assert _unescape(r"\n\n") == "\n\n"
     assert _unescape(r"a\tb\\n\"") == 'a\tb\\n"'

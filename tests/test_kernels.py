@@ -89,6 +89,36 @@ def test_matmul_batch_invariant(dtype):
             assert np.array_equal(y, chunks), (isa, dtype, rows, cols, T)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_rows16_layout_gives_the_same_bits(dtype):
+    """The Rows16 kernel layout (groups of 16 rows interleaved; csrc/quant/quant.h) only moves
+    bytes: it dequantises to the same values, and every ISA, thread count and token count gives
+    the scalar reference's bits of the Rows layout (the canonical arithmetic). Row counts that
+    are not a multiple of 16 exercise the zero padding of the last group."""
+    rng = np.random.default_rng(16)
+    for rows, cols, T in [(16, 32, 1), (37, 75, 1), (33, 300, 9), (130, 257, 17), (64, 640, 8), (200, 1001, 3)]:
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        x = rng.standard_normal((T, cols)).astype(np.float32)
+        wb = _core.quantize(w, dtype, 1)
+        w16 = _core.interleave_rows16(wb, dtype, rows, cols)
+        assert w16.nbytes == _core.tensor_bytes(dtype, "rows16", rows, cols) == -(-rows // 16) * 16 * wb.nbytes // rows
+        assert not np.array_equal(w16[:wb.nbytes], wb) or rows == 1  # really moved
+        np.testing.assert_array_equal(_core.dequantize(w16, dtype, rows, cols, layout="rows16"),
+                                      _core.dequantize(wb, dtype, rows, cols))
+        y_ref = _core.matmul(wb, dtype, rows, cols, x, isa="scalar")
+        for isa in ISAS:
+            for threads in (1, 2):
+                y = _core.matmul(w16, dtype, rows, cols, x, isa=isa, n_threads=threads, layout="rows16")
+                assert np.array_equal(y, y_ref), (isa, dtype, rows, cols, T, threads)
+            alone = np.concatenate([_core.matmul(w16, dtype, rows, cols, x[t:t + 1], isa=isa, layout="rows16")
+                                    for t in range(T)])
+            assert np.array_equal(alone, y_ref), (isa, dtype, rows, cols, T)
+    with pytest.raises(ValueError, match="rows16 holds int8 or int4"):
+        _core.tensor_bytes("bf16", "rows16", 16, 32)
+    with pytest.raises(ValueError, match=r"bytes, expected \d+ for int8 rows16"):
+        _core.matmul(np.zeros(10, np.uint8), "int8", 16, 32, np.zeros((1, 32), np.float32), layout="rows16")
+
+
 def test_int8_activation_error_is_not_zero_and_within_bound():
     # Guards the bound above against being vacuous: the int8 result really differs from the float
     # product, and by a fair fraction of the bound (so it is not absurdly loose).

@@ -193,7 +193,8 @@ def _stored(path: str) -> dict[str, np.ndarray]:
         rows = t["shape"][0] if len(t["shape"]) == 2 else 1
         raw = np.frombuffer(h.read_blob(t), np.uint8)
         out.setdefault(t["name"].split("#")[0], []).append(
-            (t["name"], t["dtype"], _core.dequantize(raw, t["dtype"], rows, t["shape"][-1])))
+            (t["name"], t["dtype"], _core.dequantize(raw, t["dtype"], rows, t["shape"][-1],
+                                                     layout=t.get("layout", "rows"))))
     return {k: v for k, v in out.items()}
 
 

@@ -161,7 +161,7 @@ def test_source_import_quality_and_size(real_f32, real_gguf, tmp_path_factory):
     Q4_K_M 18.45). Measured on these 12 chunks: PPL 18.638 vs f32 18.598 (ratio 1.002), KL 2.4e-3;
     the bounds leave 5x / 4x headroom."""
     from gemma_cpp import Model
-    from gemma_cpp.cli import _log_softmax, perplexity_chunks
+    from gemma_cpp.cli.perplexity import log_softmax as _log_softmax, perplexity_chunks
     from gemma_cpp.convert import convert
 
     out = str(tmp_path_factory.mktemp("src") / "m.source.gcpp")

@@ -1,4 +1,4 @@
-"""The OpenAI-shaped Python calls (openai_compat) and the HTTP server, driven by the official
+"""The OpenAI-shaped Python calls (gemma_cpp.openai) and the HTTP server, driven by the official
 `openai` client against `gemma-cpp serve` in a subprocess on a loopback port."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 import gemma_cpp
 from gemma_cpp import Model
-from gemma_cpp.openai_compat import InvalidRequestError
+from gemma_cpp.openai import InvalidRequestError
 
 try:
     import fastapi  # noqa: F401

@@ -90,6 +90,24 @@ int default_threads() {
 }
 
 // A float32 numpy copy of a logits vector.
+// A [rows, cols] weight tensor handed in from Python as bytes, size-checked for its layout.
+WeightView weight_view(const py::array_t<uint8_t, py::array::c_style>& data, const std::string& dtype, int64_t rows,
+                       int64_t cols, const std::string& layout, const char* who) {
+  WeightView W;
+  W.dtype = dtype_from_name(dtype);
+  W.layout = layout_from_name(layout);
+  W.rows = rows;
+  W.cols = cols;
+  W.row_bytes = quant::row_bytes(W.dtype, cols);
+  const int64_t expect = quant::tensor_bytes(W.dtype, W.layout, rows, cols);
+  if (data.size() != expect)
+    throw std::invalid_argument(std::string(who) + ": " + std::to_string(data.size()) + " bytes, expected " +
+                                std::to_string(expect) + " for " + dtype + " " + layout + " [" + std::to_string(rows) +
+                                ", " + std::to_string(cols) + "]");
+  W.data = data.data();
+  return W;
+}
+
 py::array_t<float> copy_logits(const std::vector<float>& v) {
   py::array_t<float> out(py::ssize_t(v.size()));
   std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
@@ -144,6 +162,7 @@ PYBIND11_MODULE(_core, m) {
                e.shape = t[2].cast<std::vector<int64_t>>();
                e.offset = t[3].cast<uint64_t>();
                e.nbytes = t[4].cast<uint64_t>();
+               if (t.size() > 5) e.layout = layout_from_name(t[5].cast<std::string>());
                entries.push_back(std::move(e));
              }
              py::gil_scoped_release nogil;
@@ -272,30 +291,39 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "dequantize",
       [](py::array_t<uint8_t, py::array::c_style> data, const std::string& dtype, int64_t rows,
-         int64_t cols) {
-        const DType t = dtype_from_name(dtype);
-        const int64_t rb = quant::row_bytes(t, cols);
-        if (data.size() != rows * rb)
-          throw std::invalid_argument("dequantize: " + std::to_string(data.size()) + " bytes, expected " +
-                                      std::to_string(rows * rb));
+         int64_t cols, const std::string& layout) {
+        const WeightView W = weight_view(data, dtype, rows, cols, layout, "dequantize");
         py::array_t<float> out({py::ssize_t(rows), py::ssize_t(cols)});
-        for (int64_t r = 0; r < rows; ++r)
-          quant::dequantize_row(t, data.data() + r * rb, cols, out.mutable_data() + r * cols);
+        for (int64_t r = 0; r < rows; ++r) dequantize_row(W, r, out.mutable_data() + r * cols);
         return out;
       },
-      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"));
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("layout") = "rows");
+  m.def(
+      "tensor_bytes",
+      [](const std::string& dtype, const std::string& layout, int64_t rows, int64_t cols) {
+        return quant::tensor_bytes(dtype_from_name(dtype), layout_from_name(layout), rows, cols);
+      },
+      py::arg("dtype"), py::arg("layout"), py::arg("rows"), py::arg("cols"));
+  m.def(
+      "interleave_rows16",
+      [](py::array_t<uint8_t, py::array::c_style> data, const std::string& dtype, int64_t rows, int64_t cols) {
+        const WeightView W = weight_view(data, dtype, rows, cols, "rows", "interleave_rows16");
+        py::array_t<uint8_t> out(py::ssize_t(quant::tensor_bytes(W.dtype, Layout::Rows16, rows, cols)));
+        uint8_t* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          quant::interleave_rows16(W.dtype, W.data, rows, cols, dst);
+        }
+        return out;
+      },
+      py::arg("data"), py::arg("dtype"), py::arg("rows"), py::arg("cols"),
+      "Rows-layout int8/int4 bytes of a [rows, cols] tensor in the Rows16 kernel layout (quant.h).");
   m.def(
       "matmul",
       [](py::array_t<uint8_t, py::array::c_style> w, const std::string& dtype, int64_t rows, int64_t cols,
          py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& isa,
-         int n_threads) {
-        WeightView W;
-        W.dtype = dtype_from_name(dtype);
-        W.rows = rows;
-        W.cols = cols;
-        W.row_bytes = quant::row_bytes(W.dtype, cols);
-        if (w.size() != rows * W.row_bytes) throw std::invalid_argument("matmul: weight size mismatch");
-        W.data = w.data();
+         int n_threads, const std::string& layout) {
+        const WeightView W = weight_view(w, dtype, rows, cols, layout, "matmul");
         if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("matmul: x must be [T, cols]");
         const int64_t T = x.shape(0);
         py::array_t<float> y({py::ssize_t(T), py::ssize_t(rows)});
@@ -309,7 +337,7 @@ PYBIND11_MODULE(_core, m) {
         return y;
       },
       py::arg("weights"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("x"),
-      py::arg("isa") = "", py::arg("n_threads") = 1,
+      py::arg("isa") = "", py::arg("n_threads") = 1, py::arg("layout") = "rows",
       "Y = X W^T with W stored in `dtype` (for tests and benchmarks of the kernels).");
 
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });

@@ -23,6 +23,15 @@ enum class DType : uint8_t {
   Q5_1 = 10,
 };
 
+// How a tensor's rows lie in the file (recorded per tensor in the .gcpp; docs/format.md).
+//   Rows:   row after row, each quant::row_bytes(dtype, cols) bytes.
+//   Rows16: int8/int4 only: rows in groups of 16, interleaved block by block so that one
+//           64-byte line holds the same 4 levels of all 16 rows (quant.h: the kernel layout).
+enum class Layout : uint8_t { Rows = 0, Rows16 = 1 };
+
+const char* layout_name(Layout l);
+Layout layout_from_name(const std::string& name);  // throws std::invalid_argument
+
 const char* dtype_name(DType t);
 DType dtype_from_name(const std::string& name);  // throws std::invalid_argument
 

@@ -48,10 +48,26 @@ DType dtype_from_name(const std::string& n) {
                               "' (expected f32, bf16, f16, int8, int4, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k)");
 }
 
+const char* layout_name(Layout l) { return l == Layout::Rows16 ? "rows16" : "rows"; }
+
+Layout layout_from_name(const std::string& n) {
+  if (n == "rows") return Layout::Rows;
+  if (n == "rows16") return Layout::Rows16;
+  throw std::invalid_argument("unknown tensor layout '" + n + "' (expected rows or rows16)");
+}
+
 int64_t row_bytes(DType dtype, int64_t cols) { return quant::row_bytes(dtype, cols); }
 
+const uint8_t* plain_row(const WeightView& W, int64_t r, uint8_t* buf) {
+  if (W.layout == Layout::Rows) return W.data + r * W.row_bytes;
+  quant::gather_row16(W.dtype, W.data, W.cols, r, buf);
+  return buf;
+}
+
 void dequantize_row(const WeightView& W, int64_t r, float* out) {
-  quant::dequantize_row(W.dtype, W.data + r * W.row_bytes, W.cols, out);
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < size_t(W.row_bytes)) buf.resize(size_t(W.row_bytes));
+  quant::dequantize_row(W.dtype, plain_row(W, r, buf.data()), W.cols, out);
 }
 
 static MatmulRowsFn kernel_for(Isa isa) {
@@ -123,6 +139,9 @@ void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, 
                               int32_t* s) {
 #if defined(GEMMA_HAVE_AVX2)
   if (isa == Isa::Avx2 || isa == Isa::Avx512) return avx2::quantize_activations(X, T, cols, q, d, s);
+#endif
+#if defined(GEMMA_HAVE_NEON)
+  if (isa == Isa::Neon) return neon::quantize_activations(X, T, cols, q, d, s);
 #endif
   (void)isa;
   quantize_activations(X, T, cols, q, d, s);

@@ -19,8 +19,13 @@ struct WeightView {
   const uint8_t* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
-  int64_t row_bytes = 0;  // bytes from one row to the next (quant::row_bytes for quantised types)
+  int64_t row_bytes = 0;  // bytes of one row (quant::row_bytes); Rows: also the stride
+  Layout layout = Layout::Rows;  // Rows16 (int8/int4): groups of 16 rows interleaved (quant.h)
 };
+
+// Row r of W in the Rows layout: a pointer into W for Rows, else gathered into `buf` (which
+// must hold W.row_bytes bytes). For the scalar reference, embedding lookups and NEON.
+const uint8_t* plain_row(const WeightView& W, int64_t r, uint8_t* buf);
 
 // Bytes one row of `cols` elements occupies in format `dtype`.
 int64_t row_bytes(DType dtype, int64_t cols);
@@ -56,6 +61,9 @@ struct QuantizedActs {
 void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
 void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
 namespace avx2 {
+void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
+}
+namespace neon {
 void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, float* d, int32_t* s);
 }
 

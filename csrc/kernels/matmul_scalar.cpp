@@ -5,7 +5,8 @@
 //
 // Quantised weights (Q8/Q4): the canonical arithmetic of quant_canonical.h (exact integer dot
 // per block, one fused multiply-add per block in ascending block order). SIMD kernels return
-// exactly these bits.
+// exactly these bits. A Rows16 tensor's row is gathered back into the Rows layout first: the
+// reference reads every layout through the same per-row code.
 #include <cstring>
 #include <vector>
 
@@ -38,8 +39,9 @@ void matmul_rows_quant(const WeightView& W, const QuantizedActs& xq, int64_t T, 
                        int64_t ldy, int64_t r0, int64_t r1) {
   const int64_t nb = xq.nb;
   int8_t w[quant::kBlock];
+  std::vector<uint8_t> buf(size_t(W.row_bytes));
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = W.data + r * W.row_bytes;
+    const uint8_t* row = plain_row(W, r, buf.data());
     for (int64_t t = 0; t < T; ++t) {
       float acc = 0.f;
       for (int64_t b = 0; b < nb; ++b) {

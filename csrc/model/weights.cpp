@@ -61,13 +61,15 @@ Model::Model(const std::string& path, const ModelConfig& config,
       if (d <= 0) throw std::runtime_error(path + ": tensor '" + t.name + "' has shape " + shape_str(t.shape));
     const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
     const int64_t cols = t.shape.back();
-    int64_t rb = 0;
+    int64_t tb = 0;
     try {
-      rb = quant::row_bytes(t.dtype, cols);
+      if (t.layout == Layout::Rows16 && t.shape.size() != 2)
+        throw std::invalid_argument("layout rows16 needs a matrix");
+      tb = quant::tensor_bytes(t.dtype, t.layout, rows, cols);
     } catch (const std::invalid_argument& e) {  // e.g. a K-quant row that is not whole super-blocks
       throw std::runtime_error(path + ": tensor '" + t.name + "' " + shape_str(t.shape) + ": " + e.what());
     }
-    const uint64_t expect = uint64_t(rows) * uint64_t(rb);
+    const uint64_t expect = uint64_t(tb);
     if (t.nbytes != expect)
       throw std::runtime_error(path + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
                                shape_str(t.shape) + ") has " + std::to_string(t.nbytes) +
@@ -100,6 +102,7 @@ Model::Model(const std::string& path, const ModelConfig& config,
     w.rows = rows;
     w.cols = cols;
     w.row_bytes = quant::row_bytes(t.dtype, cols);
+    w.layout = t.layout;
     weight_bytes_ += t.nbytes;
     return w;
   };

@@ -19,6 +19,7 @@ struct TensorEntry {
   std::vector<int64_t> shape;
   uint64_t offset = 0;  // from the start of the file
   uint64_t nbytes = 0;
+  Layout layout = Layout::Rows;
 };
 
 // A fused matrix (qkv, gate_up) stored as one tensor, or as consecutive row slices `NAME#0`,

@@ -28,6 +28,58 @@ int64_t row_bytes(DType dtype, int64_t cols) {
   throw std::invalid_argument(std::string("row_bytes: unsupported dtype ") + dtype_name(dtype));
 }
 
+int64_t tensor_bytes(DType dtype, Layout layout, int64_t rows, int64_t cols) {
+  if (layout == Layout::Rows16 && dtype != DType::Q8 && dtype != DType::Q4)
+    throw std::invalid_argument(std::string("layout rows16 holds int8 or int4, not ") + dtype_name(dtype));
+  return stored_rows(layout, rows) * row_bytes(dtype, cols);
+}
+
+namespace {
+
+// Where piece p (quant bytes 4p .. 4p+3) of row i's block b lies in a Rows16 group, and where
+// its scale lies: the one definition both directions of the layout use.
+inline int64_t piece16_offset(DType dtype, int64_t b, int i, int p) {
+  return b * group_block_bytes(dtype) + 2 * kGroupRows + int64_t(p) * 4 * kGroupRows + 4 * i;
+}
+inline int64_t scale16_offset(DType dtype, int64_t b, int i) { return b * group_block_bytes(dtype) + 2 * i; }
+
+}  // namespace
+
+void interleave_rows16(DType dtype, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  const int64_t rb = row_bytes(dtype, cols), nb = n_blocks(cols), bq = block_quant_bytes(dtype);
+  const int64_t groups = stored_rows(Layout::Rows16, rows) / kGroupRows, gbytes = kGroupRows * rb;
+  (void)tensor_bytes(dtype, Layout::Rows16, rows, cols);  // the dtype check
+  for (int64_t g = 0; g < groups; ++g) {
+    uint8_t* out = dst + g * gbytes;
+    for (int i = 0; i < kGroupRows; ++i) {
+      const int64_t r = g * kGroupRows + i;
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* sc = out + scale16_offset(dtype, b, i);
+        if (r >= rows) {  // padding row: scale 0, levels 0 (Q4 stores level 0 as nibble 8)
+          sc[0] = sc[1] = 0;
+          for (int p = 0; p < bq / 4; ++p) std::memset(out + piece16_offset(dtype, b, i, p), dtype == DType::Q4 ? 0x88 : 0, 4);
+          continue;
+        }
+        const uint8_t* row = src + r * rb;
+        std::memcpy(sc, row + 2 * b, 2);
+        for (int p = 0; p < bq / 4; ++p)
+          std::memcpy(out + piece16_offset(dtype, b, i, p), row + 2 * nb + b * bq + 4 * p, 4);
+      }
+    }
+  }
+}
+
+void gather_row16(DType dtype, const uint8_t* data, int64_t cols, int64_t r, uint8_t* row) {
+  const int64_t rb = row_bytes(dtype, cols), nb = n_blocks(cols), bq = block_quant_bytes(dtype);
+  const uint8_t* group = data + (r / kGroupRows) * kGroupRows * rb;
+  const int i = int(r % kGroupRows);
+  for (int64_t b = 0; b < nb; ++b) {
+    std::memcpy(row + 2 * b, group + scale16_offset(dtype, b, i), 2);
+    for (int p = 0; p < bq / 4; ++p)
+      std::memcpy(row + 2 * nb + b * bq + 4 * p, group + piece16_offset(dtype, b, i, p), 4);
+  }
+}
+
 namespace {
 
 // Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 pushes the fraction bits out

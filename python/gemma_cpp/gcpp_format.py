@@ -12,7 +12,10 @@ Layout (all integers little-endian)::
     data_start    tensor and tokenizer blobs, each at a multiple of ALIGN from the file start
 
 Every tensor entry records name, dtype, shape, offset (relative to data_start), nbytes and
-layout ("rows": row-major rows of quant.row_bytes(dtype, cols) bytes). The reader checks
+layout: "rows" (row-major rows of quant.row_bytes(dtype, cols) bytes) or "rows16" (int8/int4
+matrices: groups of 16 rows interleaved block by block, the kernels' "lane = row" order;
+csrc/quant/quant.h). Files written before "rows16" existed hold only "rows" and still load;
+a layout this version does not know gets a "re-convert" message. The reader checks
 the magic, version and header before the C++ side maps the file and validates every tensor
 against the file size and the config, so a truncated or foreign file gets a clear error.
 """
@@ -33,7 +36,12 @@ FORMAT_VERSION = 1
 ALIGN = 64
 _FIXED = struct.Struct("<8sIIQQ")  # magic, version, flags, header_len, data_start
 MAX_HEADER = 256 << 20  # a header larger than this is corrupt, not a model
-TENSOR_LAYOUT = "rows"
+LAYOUTS = ("rows", "rows16")
+
+
+def tensor_layout(dtype: str, shape: tuple[int, ...] | list[int]) -> str:
+    """The layout the writer gives a tensor: the kernel layout for int8/int4 matrices."""
+    return "rows16" if dtype in ("int8", "int4") and len(shape) == 2 else "rows"
 
 
 class FormatError(ValueError):
@@ -103,7 +111,7 @@ def read_header(path: str | os.PathLike) -> Header:
         if key not in meta:
             raise FormatError(f"{path}: header lacks '{key}'; the file is corrupt")
     for t in meta["tensors"]:
-        if t.get("layout", TENSOR_LAYOUT) != TENSOR_LAYOUT:
+        if t.get("layout", "rows") not in LAYOUTS:
             raise FormatError(f"{path}: tensor {t.get('name')!r} has layout {t.get('layout')!r} "
                               f"unknown to this version; re-convert the checkpoint")
     return Header(path=path, version=version, data_start=data_start, meta=meta, file_size=size)
@@ -147,9 +155,10 @@ def write(source: ModelSource, out_path: str | os.PathLike, *, progress: bool = 
     offset = _align(len(source.tokenizer_model))
     for spec in source.tensors:
         rows = spec.shape[0] if len(spec.shape) == 2 else 1
-        nbytes = rows * _core.row_bytes(spec.dtype, spec.shape[-1])
+        layout = tensor_layout(spec.dtype, spec.shape)
+        nbytes = _core.tensor_bytes(spec.dtype, layout, rows, spec.shape[-1])
         tensors_meta.append({"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape),
-                             "offset": offset, "nbytes": nbytes, "layout": TENSOR_LAYOUT})
+                             "offset": offset, "nbytes": nbytes, "layout": layout})
         offset = _align(offset + nbytes)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -179,19 +188,23 @@ def write(source: ModelSource, out_path: str | os.PathLike, *, progress: bool = 
             f.write(source.tokenizer_model)
             for spec, entry in zip(source.tensors, tensors_meta):
                 _pad_to(f, data_start + entry["offset"])
+                rows, cols = (spec.shape[0] if len(spec.shape) == 2 else 1), spec.shape[-1]
                 if spec.raw is not None:
                     values = None
                     blob = np.ascontiguousarray(spec.raw(), dtype=np.uint8).reshape(-1)
-                    if blob.nbytes != entry["nbytes"]:
+                    expect = rows * _core.row_bytes(spec.dtype, cols)
+                    if blob.nbytes != expect:
                         raise ValueError(f"tensor {spec.name}: {blob.nbytes} bytes of {spec.dtype}, "
-                                         f"expected {entry['nbytes']} for shape {list(spec.shape)}")
+                                         f"expected {expect} for shape {list(spec.shape)}")
                 else:
                     values = np.ascontiguousarray(spec.load(), dtype=np.float32)
                     if tuple(values.shape) != tuple(spec.shape):
                         raise ValueError(f"tensor {spec.name}: reader produced shape {values.shape}, "
                                          f"expected {spec.shape}")
-                    blob = _core.quantize(values.reshape(-1, spec.shape[-1]), spec.dtype, n_threads)
-                    assert blob.nbytes == entry["nbytes"], spec.name
+                    blob = _core.quantize(values.reshape(-1, cols), spec.dtype, n_threads)
+                if entry["layout"] == "rows16":
+                    blob = _core.interleave_rows16(blob, spec.dtype, rows, cols)
+                assert blob.nbytes == entry["nbytes"], spec.name
                 f.write(memoryview(blob))
                 if bar is not None:
                     bar.update(entry["nbytes"])
@@ -214,11 +227,11 @@ def _pad_to(f: BinaryIO, pos: int) -> None:
     f.write(b"\0" * (pos - here))
 
 
-def tensor_table(header: Header) -> Iterable[tuple[str, str, list[int], int, int]]:
-    """(name, dtype, shape, absolute offset, nbytes) rows for the C++ loader."""
+def tensor_table(header: Header) -> Iterable[tuple[str, str, list[int], int, int, str]]:
+    """(name, dtype, shape, absolute offset, nbytes, layout) rows for the C++ loader."""
     for t in header.tensors:
         try:
             yield (str(t["name"]), str(t["dtype"]), [int(d) for d in t["shape"]],
-                   header.data_start + int(t["offset"]), int(t["nbytes"]))
+                   header.data_start + int(t["offset"]), int(t["nbytes"]), str(t.get("layout", "rows")))
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{header.path}: malformed tensor entry {t!r} ({e})") from None

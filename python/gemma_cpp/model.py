@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
+from .openai import responses as openai_responses  # never imports this module: no cycle
 from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
 from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
@@ -91,6 +92,11 @@ def _check_threads(n) -> None:
         raise ValueError(f"n_threads must be an int in [1, {_core.MAX_THREADS}], got {n!r}")
 
 
+def _check_kv_dtype(kv_dtype) -> None:
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+
+
 class Model:
     """A Gemma model loaded from a .gcpp file.
 
@@ -131,8 +137,7 @@ class Model:
             raise ValueError(f"max_seq_len must be an int in [1, {ctx}] (the model's context length), "
                              f"got {max_seq_len!r}")
         self._seed = None if seed is None else check("seed", seed)
-        if kv_dtype not in KV_DTYPES:
-            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        _check_kv_dtype(kv_dtype)
         # The C++ Generator: this Model's KV cache (a Session) and the decode loop over it.
         self._session = _core.Generator(self._core, max_seq_len, n_threads or 0, resolve_seed(self._seed),
                                         kv_dtype)
@@ -163,8 +168,7 @@ class Model:
 
     def kv_bytes_per_token_of(self, kv_dtype: str) -> int:
         """What kv_bytes_per_token would be with another KV element type."""
-        if kv_dtype not in KV_DTYPES:
-            raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        _check_kv_dtype(kv_dtype)
         return _core.Generator(self._core, 1, 1, 0, kv_dtype).kv_bytes_per_token
 
     @property
@@ -333,14 +337,10 @@ class Model:
     # ------------------------------------------------------------------ OpenAI-shaped calls
     def create_completion(self, prompt, **kw):
         """llama-cpp-python's `create_completion`: an OpenAI `text_completion` dict (or chunks).
-        See `gemma_cpp.openai_compat.create_completion`."""
-        from .openai_compat import create_completion
-
-        return create_completion(self, prompt, **kw)
+        See `gemma_cpp.openai.responses.create_completion`."""
+        return openai_responses.create_completion(self, prompt, **kw)
 
     def create_chat_completion(self, messages, **kw):
         """llama-cpp-python's `create_chat_completion`: an OpenAI `chat.completion` dict (or chunks).
-        See `gemma_cpp.openai_compat.create_chat_completion`."""
-        from .openai_compat import create_chat_completion
-
-        return create_chat_completion(self, messages, **kw)
+        See `gemma_cpp.openai.responses.create_chat_completion`."""
+        return openai_responses.create_chat_completion(self, messages, **kw)

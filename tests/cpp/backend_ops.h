@@ -13,8 +13,8 @@
 // (Higham, Accuracy and Stability of Numerical Algorithms, 3.1). Two computations of the same
 // sum in different orders therefore differ by at most 2 gamma(m) sum |terms|.
 //
-// (Over 400 lines on purpose: one header is all a new backend's test program includes, and each
-// op's tolerance is derived next to its test.)
+// Over 400 lines: one header is all a new backend's test program includes, and each op's
+// tolerance is derived next to its test.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -116,6 +116,30 @@ static void test_matmul(DType dt, const Case& c, std::mt19937& g) {
       }
     }
   }
+
+  // The Rows16 kernel layout (int8/int4) only moves bytes: every ISA, the scalar reference
+  // included, gives the Rows scalar bits, in a batch and token by token, and writes no row
+  // of the padding.
+  if (dt != DType::Q8 && dt != DType::Q4) return;
+  std::vector<uint8_t> w16(size_t(quant::tensor_bytes(dt, Layout::Rows16, R, K)));
+  quant::interleave_rows16(dt, wq.data(), R, K, w16.data());
+  WeightView W16 = W;
+  W16.data = w16.data();
+  W16.layout = Layout::Rows16;
+  for (Isa isa : available_isas()) {
+    std::vector<float> y(size_t(T * ldy), -1.f);
+    matmul_isa(isa, W16, x.data(), T, y.data(), ldy, 2);
+    for (int64_t t = 0; t < T; ++t) {
+      CHECK(std::memcmp(y.data() + t * ldy, ys.data() + t * ldy, size_t(R) * 4) == 0,
+            "%s %s rows16 R=%ld K=%ld T=%ld: token %ld differs from the rows layout", isa_name(isa), dtype_name(dt),
+            long(R), long(K), long(T), long(t));
+      CHECK(y[size_t(t * ldy + R)] == -1.f, "%s rows16 wrote past the rows", isa_name(isa));
+      std::vector<float> y1(size_t(R), -1.f);
+      matmul_isa(isa, W16, x.data() + t * K, 1, y1.data(), R, 1);
+      CHECK(std::memcmp(y1.data(), ys.data() + t * ldy, size_t(R) * 4) == 0, "%s %s rows16 token %ld alone differs",
+            isa_name(isa), dtype_name(dt), long(t));
+    }
+  }
 }
 
 // Round trip: the stored block scale must do at least as well (sum of squared errors) as the

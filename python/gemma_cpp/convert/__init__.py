@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .. import variant
-from ..gcpp_format import ModelSource, write
+from ..gcpp_format import ModelSource, tensor_layout, write
 
 from ._defaults import DEFAULT_DTYPE, DTYPES, GGUF_DEFAULT_DTYPE, SOURCE
 
@@ -62,7 +62,7 @@ def dtype_summary(source: ModelSource) -> list[str]:
         rows = t.shape[0] if len(t.shape) == 2 else 1
         g = groups.setdefault(t.note or t.dtype, [0, 0])
         g[0] += 1
-        g[1] += rows * _core.row_bytes(t.dtype, t.shape[-1])
+        g[1] += _core.tensor_bytes(t.dtype, tensor_layout(t.dtype, t.shape), rows, t.shape[-1])
     return [f"{n:4d} x {what}: {b / 2**20:.1f} MiB" for what, (n, b) in sorted(groups.items())]
 
 

@@ -12,6 +12,9 @@ whose cache already holds the longest prefix of its prompt, so multi-turn chats 
 cache) or waits in a first-come queue for one. Generation runs in a thread of its own; the
 event loop only relays text. A client that disconnects stops its generation at the next token
 (or the next layer, inside a long prompt's prefill) and frees its slot.
+
+The Model is passed in (`gemma-cpp serve` loads it: gemma_cpp/cli/serve.py); like the rest of
+the OpenAI layer this module never imports model.py.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import openai_compat as oc
-from .model import Model
+from ..generation import Generation
+from ..params import InvalidRequestError
+from . import protocol, responses
+
+Model = Any  # a gemma_cpp.Model (passed in; this layer does not import model.py)
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -104,11 +110,11 @@ class ServerState:
         if not isinstance(parallel, int) or parallel < 1:
             raise ValueError(f"parallel must be a positive int, got {parallel!r}")
         self.model = model
-        self.name = model_name or oc.model_id(model)
+        self.name = model_name or protocol.model_id(model)
         self.api_key = api_key
         self.pool = SlotPool([model] + [model.clone() for _ in range(parallel - 1)])
         if model.is_base_model:  # said once here, not again on each chat request
-            from .variant import base_chat_warning
+            from ..variant import base_chat_warning
 
             print(f"gemma-cpp serve: warning: {base_chat_warning(self.name)}", file=sys.stderr, flush=True)
             for m in self.pool.models:
@@ -130,8 +136,8 @@ class ServerState:
             self.stats["cancelled"] += 1
         self.pool.release(model)
 
-    async def events(self, req: oc.Request) -> AsyncIterator[tuple[str, Any]]:
-        """Generate in a worker thread: yields ("piece", text) ... then ("done", TextGeneration).
+    async def events(self, req: protocol.Request) -> AsyncIterator[tuple[str, Any]]:
+        """Generate in a worker thread: yields ("piece", text) ... then ("done", Generation).
 
         Closing this iterator early (client gone, task cancelled) stops the generation at the
         next check of the C++ loop (between tokens, or between layers of the prefill); the worker
@@ -140,7 +146,7 @@ class ServerState:
         model = await self.pool.acquire(req.prompt_ids)
         self.stats["requests"] += 1
         cancel = threading.Event()
-        running: list[oc.TextGeneration] = []  # the worker's generation, once it has one
+        running: list[Generation] = []  # the worker's generation, once it has one
         queue: asyncio.Queue = asyncio.Queue()
 
         def emit(item) -> None:
@@ -220,14 +226,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     async def server_error(request: Request, exc: Exception):
         return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
 
-    async def parse(request: Request, parser) -> oc.Request:
+    async def parse(request: Request, parser) -> protocol.Request:
         raw = await request.body()
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise oc.InvalidRequestError(f"We could not parse the JSON body of your request ({e}).") from None
+            raise InvalidRequestError(f"We could not parse the JSON body of your request ({e}).") from None
         if not isinstance(body, dict):
-            raise oc.InvalidRequestError("The request body must be a JSON object.")
+            raise InvalidRequestError("The request body must be a JSON object.")
         req = await run_in_threadpool(parser, state.model, body)
         req.model_name = state.name
         return req
@@ -238,14 +244,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
             return denied
         try:
             req = await parse(request, parser)
-        except oc.InvalidRequestError as e:
+        except InvalidRequestError as e:
             return _error(400, e.message, param=e.param, code=e.code)
         if req.stream:
             return StreamingResponse(stream(req), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return await whole(request, req)
 
-    async def whole(request: Request, req: oc.Request):
+    async def whole(request: Request, req: protocol.Request):
         async def consume():
             gen = None
             agen = state.events(req)
@@ -272,14 +278,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
             return Response(status_code=499)
         try:
             gen = task.result()
-        except oc.InvalidRequestError as e:
+        except InvalidRequestError as e:
             return _error(400, e.message, param=e.param, code=e.code)
         except ValueError as e:
             return _error(400, str(e))
-        return JSONResponse(oc.response(req, gen))
+        return JSONResponse(responses.response(req, gen))
 
-    async def stream(req: oc.Request):
-        mk = oc.ChunkMaker(req)
+    async def stream(req: protocol.Request):
+        mk = responses.ChunkMaker(req)
         agen = state.events(req)
         try:
             first = mk.first()
@@ -300,11 +306,11 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await complete(request, oc.parse_chat)
+        return await complete(request, protocol.parse_chat)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await complete(request, oc.parse_completion)
+        return await complete(request, protocol.parse_completion)
 
     def model_card() -> dict:
         return {"id": state.name, "object": "model", "created": state.created, "owned_by": "gemma_cpp"}
@@ -350,22 +356,17 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          n_threads: int | None = None, ctx: int | None = None, parallel: int = 1, log_level: str = "info",
-          model_name: str | None = None, kv_dtype: str = "f32") -> None:
-    """Load `model_path` and serve it until interrupted (SIGINT/SIGTERM)."""
+def serve(model: Model, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
+          parallel: int = 1, log_level: str = "info", model_name: str | None = None) -> None:
+    """Serve a loaded `model` (with `parallel` slots) until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
-    from . import _core
-
-    if n_threads is None:  # the cores are shared among the slots
-        n_threads = max(1, _core.default_threads() // parallel)
-    model = Model(model_path, n_threads=n_threads, max_seq_len=ctx, kv_dtype=kv_dtype)
     app = create_app(model, parallel=parallel, api_key=api_key, model_name=model_name)
     sock = _bind(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
     name = app.state.gemma.name
+    n_threads = model.n_threads
     print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 ({parallel} slot"
           f"{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''} each, context "
           f"{model.max_seq_len}, {model.kv_dtype} KV cache{', API key required' if api_key else ''})",

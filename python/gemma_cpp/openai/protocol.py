@@ -1,43 +1,30 @@
-"""OpenAI-shaped completions on a `Model`, as llama-cpp-python's `Llama` offers them.
+"""OpenAI's request side: a JSON body (or keyword arguments) -> a validated `Request`.
 
-    from gemma_cpp import Model
-    llm = Model("gemma-3-270m-it.gcpp")
-    out = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], max_tokens=64)
-    print(out["choices"][0]["message"]["content"])
-    for chunk in llm.create_completion("Once upon a time", max_tokens=32, stream=True):
-        print(chunk["choices"][0]["text"], end="", flush=True)
-
-The same code serves the HTTP server (`gemma_cpp.server`), so the Python results and the
-server's JSON have one shape: OpenAI's `text_completion` / `chat.completion` objects (and
-`chat.completion.chunk` objects when streaming), with `usage` and a `finish_reason` of
-"stop" (EOS, <end_of_turn> or a stop string) or "length" (max_tokens or the context end), as the
-C++ Generator reported it (generation.py).
+Every number goes through the shared bounds table (gemma_cpp/params.py), so a bad value gets
+the same exception and message here as from `Model.generate` and the CLI; `InvalidRequestError`
+names the offending field in `.param` (the server's HTTP 400 `param`). Fields we do not
+implement are refused by name rather than ignored (see IGNORED_FIELDS for the exceptions).
 
 Defaults follow OpenAI's API, not `Model.generate`: temperature 1.0, top_p 1.0, and a fresh
 random seed for each call unless `seed` is given (pass temperature=0 for greedy output).
 presence_penalty and frequency_penalty are OpenAI's (in [-2, 2], over the generated tokens).
 Extensions beyond OpenAI's parameters, named as llama.cpp names them: top_k, min_p,
 repeat_penalty (or repetition_penalty), ignore_eos.
+
+Works on any Model passed in; never imports model.py (gemma_cpp.model imports this layer).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from .generation import Generation
-from .params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, ContextLengthError, InvalidRequestError,
-                     check, json_type_name, resolve_seed)
-from .tokenizer import ChatTemplateError
-
-
-# The generation itself is gemma_cpp.generation's (one place for every front end); its
-# `finish_reason` is OpenAI's. The name TextGeneration is kept for existing callers.
-TextGeneration = Generation
+from ..generation import Generation
+from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidRequestError, check,
+                      json_type_name, resolve_seed)
+from ..tokenizer import ChatTemplateError
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -71,8 +58,8 @@ class Request:
     model_name: str
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def generation(self, model, cancel: threading.Event | None = None) -> TextGeneration:
-        return TextGeneration(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
+    def generation(self, model, cancel: threading.Event | None = None) -> Generation:
+        return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
                               ignore_eos=self.ignore_eos, cancel=cancel, **self.sampling)
 
 
@@ -259,139 +246,5 @@ def _unknown(params: dict, known: set) -> None:
                                   f"ignoring it could change the output", extra[0])
 
 
-# ---------------------------------------------------------------------------- response objects
-def new_id(kind: str) -> str:
-    return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-
-
-def usage(gen: TextGeneration) -> dict[str, int]:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-            "total_tokens": gen.prompt_tokens + gen.completion_tokens}
-
-
-def _finish(gen: TextGeneration) -> str:
-    return "length" if gen.finish_reason == "length" else "stop"  # (a cancelled one is never sent)
-
-
-def response(req: Request, gen: TextGeneration, rid: str | None = None, created: int | None = None) -> dict:
-    """The whole (non-streamed) response object for a finished generation."""
-    rid = rid or new_id(req.kind)
-    created = created or int(time.time())
-    if req.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": gen.text}, "logprobs": None,
-                  "finish_reason": _finish(gen)}
-        obj = "chat.completion"
-    else:
-        text = (req.prompt_text + gen.text) if req.echo else gen.text
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(gen)}
-        obj = "text_completion"
-    return {"id": rid, "object": obj, "created": created, "model": req.model_name, "choices": [choice],
-            "usage": usage(gen)}
-
-
-class ChunkMaker:
-    """Builds the streamed chunk objects of one response, in OpenAI's shapes."""
-
-    def __init__(self, req: Request):
-        self.req = req
-        self.id = new_id(req.kind)
-        self.created = int(time.time())
-
-    def _chunk(self, choices: list, usage_: dict | None = None, with_usage: bool = False) -> dict:
-        obj = "chat.completion.chunk" if self.req.kind == "chat" else "text_completion"
-        c = {"id": self.id, "object": obj, "created": self.created, "model": self.req.model_name,
-             "choices": choices}
-        if self.req.include_usage:
-            c["usage"] = usage_ if with_usage else None
-        return c
-
-    def _choice(self, piece: str | None, finish: str | None, role: bool = False) -> dict:
-        if self.req.kind == "chat":
-            delta: dict[str, Any] = {}
-            if role:
-                delta["role"] = "assistant"
-            if piece is not None:
-                delta["content"] = piece
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"text": piece or "", "index": 0, "logprobs": None, "finish_reason": finish}
-
-    def first(self) -> dict | None:
-        """The opening chunk (chat: the assistant role; completions with echo: the prompt)."""
-        if self.req.kind == "chat":
-            return self._chunk([self._choice("", None, role=True)])
-        if self.req.echo and self.req.prompt_text:
-            return self._chunk([self._choice(self.req.prompt_text, None)])
-        return None
-
-    def piece(self, text: str) -> dict:
-        return self._chunk([self._choice(text, None)])
-
-    def last(self, gen: TextGeneration) -> list[dict]:
-        """The closing chunk with finish_reason, then (with include_usage) the usage chunk."""
-        if self.req.kind == "chat":
-            out = [self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": _finish(gen)}])]
-        else:
-            out = [self._chunk([self._choice("", _finish(gen))])]
-        if self.req.include_usage:
-            out.append(self._chunk([], usage(gen), with_usage=True))
-        return out
-
-
-def stream_chunks(req: Request, gen: TextGeneration) -> Iterator[dict]:
-    """The chunk objects of a streamed response, generating as they are consumed."""
-    mk = ChunkMaker(req)
-    try:
-        first = mk.first()
-        if first is not None:
-            yield first
-        for piece in gen:
-            yield mk.piece(piece)
-        yield from mk.last(gen)
-    finally:
-        gen.close()
-
-
-# ---------------------------------------------------------------------------- Python API
-def create_completion(model, prompt, /, **params):
-    """Complete `prompt` (a string or a list of token ids), llama-cpp-python style.
-
-    Parameters (all optional, OpenAI's names): max_tokens=16, temperature=1.0, top_p=1.0,
-    presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
-    stream=False, echo=False, n=1,
-    stream_options={"include_usage": bool}, model (the name to report); extensions: top_k=0,
-    min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False.
-    Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.
-    Bad or unsupported parameters raise InvalidRequestError (a ValueError naming `.param`).
-    """
-    req = parse_completion(model, dict(params, prompt=prompt), )
-    return _run(model, req)
-
-
-def create_chat_completion(model, messages, /, **params):
-    """Answer the chat `messages` (OpenAI-style dicts), llama-cpp-python style.
-
-    Takes create_completion's parameters, except that max_tokens defaults to 512
-    (params.DEFAULT_MAX_TOKENS) and there is no echo. Returns a `chat.completion` dict, or with stream=True an
-    iterator of `chat.completion.chunk` dicts.
-    """
-    req = parse_chat(model, dict(params, messages=messages), )
-    return _run(model, req)
-
-
-def _run(model, req: Request):
-    try:
-        gen = req.generation(model)
-    except ContextLengthError as e:
-        raise InvalidRequestError(str(e), "prompt", "context_length_exceeded") from None
-    if req.stream:
-        return stream_chunks(req, gen)
-    try:
-        gen.run()
-    finally:
-        gen.close()
-    return response(req, gen)
-
-
-__all__ = ["create_completion", "create_chat_completion", "InvalidRequestError", "TextGeneration",
-           "parse_completion", "parse_chat", "response", "stream_chunks", "ChunkMaker", "model_id",
-           "normalize_messages", "render_chat"]
+__all__ = ["IGNORED_FIELDS", "InvalidRequestError", "Request", "model_id", "normalize_messages", "parse_chat",
+           "parse_completion", "render_chat"]

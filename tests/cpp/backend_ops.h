@@ -50,8 +50,12 @@ class BackendOpsTest {
     test_rope_table();
     test_rope();
     test_geglu();
-    for (DType dt : kAllDTypes) test_embed(dt);
-    for (DType dt : kAllDTypes) test_matmul(dt);
+    for (DType dt : kAllDTypes) test_embed(dt, Layout::Rows);
+    for (DType dt : kAllDTypes) test_matmul(dt, Layout::Rows);
+    for (DType dt : {DType::Q8, DType::Q4}) {  // the kernel layout the converter writes for int8/int4
+      test_embed(dt, Layout::Rows16);
+      test_matmul(dt, Layout::Rows16);
+    }
     for (KvDType kt : {KvDType::F32, KvDType::F16, KvDType::BF16, KvDType::Q8}) test_attention(kt);
     std::printf("backend_ops %s vs %s: %d checks, %d failures\n", be_.name(), ref_.name(), checks_, failures_);
     return failures_;
@@ -254,16 +258,18 @@ class BackendOpsTest {
 
   struct Weights {
     DType dt;
-    std::vector<uint8_t> bytes;
-    WeightView view;
+    std::vector<uint8_t> bytes;  // in the Rows layout
+    std::vector<uint8_t> bytes16;  // the same rows in the Rows16 layout (when asked for)
+    WeightView view, rows_view;  // in the layout asked for; in the Rows layout
     std::vector<float> deq;  // [rows][cols] dequantised (quant::dequantize_row, the one definition)
     std::vector<float> min;  // [rows][cols / 32]: |min| of each 32-block (w = scale * lvl - min)
   };
 
   // A [rows, cols] tensor in `dt`: float and int8/int4 formats from Gaussian values through the
   // converter's quantiser; the GGUF formats as random blocks (every bit pattern of the levels,
-  // sane f16 scales), as a GGUF file may hold anything.
-  Weights make_weights(DType dt, int64_t rows, int64_t cols) {
+  // sane f16 scales), as a GGUF file may hold anything. Layout Rows16 (int8/int4 only): the
+  // same rows interleaved in groups of 16 (quant.h).
+  Weights make_weights(DType dt, int64_t rows, int64_t cols, Layout layout = Layout::Rows) {
     Weights w;
     w.dt = dt;
     const int64_t rb = quant::row_bytes(dt, cols);
@@ -285,7 +291,12 @@ class BackendOpsTest {
         }
       }
     }
-    w.view = WeightView{dt, w.bytes.data(), rows, cols, rb};
+    w.view = w.rows_view = WeightView{dt, w.bytes.data(), rows, cols, rb, Layout::Rows};
+    if (layout == Layout::Rows16) {
+      w.bytes16.assign(size_t(quant::tensor_bytes(dt, layout, rows, cols)), 0);
+      quant::interleave_rows16(dt, w.bytes.data(), rows, cols, w.bytes16.data());
+      w.view = WeightView{dt, w.bytes16.data(), rows, cols, rb, layout};
+    }
     w.deq.resize(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r) dequantize_row(w.view, r, &w.deq[size_t(r * cols)]);
     const int64_t nb = quant::n_blocks(cols);
@@ -311,20 +322,21 @@ class BackendOpsTest {
   static int64_t block_of(DType dt) { return quant::is_native_gguf(dt) ? quant::gguf_block_weights(dt) : 1; }
 
   // Embedding rows: dequantisation has one definition (quant::dequantize_row, which the converter
-  // shares), then one product by the scale: exact.
-  void test_embed(DType dt) {
+  // shares), then one product by the scale: exact, in either layout.
+  void test_embed(DType dt, Layout layout) {
     const int64_t cols = dt == DType::F32 || dt == DType::BF16 || dt == DType::F16 || dt == DType::Q8 ||
                                  dt == DType::Q4
                              ? 75
                              : 2 * block_of(dt);
     const int64_t vocab = 19, ldx = cols + 4;
-    Weights w = make_weights(dt, vocab, cols);
+    Weights w = make_weights(dt, vocab, cols, layout);
     const std::vector<int32_t> tokens = {3, 0, 18, 3, 7};
     for (int n : {1, 5}) {
       std::vector<float> a(size_t(n * ldx), -3.f), b = a;
       be_.embed(w.view, tokens.data(), n, 8.94427f, a.data(), ldx);
-      ref_.embed(w.view, tokens.data(), n, 8.94427f, b.data(), ldx);
-      close(a.data(), b.data(), a.size(), {}, (std::string("embed ") + dtype_name(dt)).c_str());
+      ref_.embed(w.rows_view, tokens.data(), n, 8.94427f, b.data(), ldx);
+      const std::string what = std::string("embed ") + dtype_name(dt) + " " + layout_name(layout);
+      close(a.data(), b.data(), a.size(), {}, what.c_str());
     }
   }
 
@@ -332,7 +344,8 @@ class BackendOpsTest {
   // the same way (blocks of 32, kernels/matmul.h), so both sum the same terms; they may differ
   // only in the order of the float additions (and in how a block's scale product is associated):
   //  - int8 and int4 follow the canonical arithmetic of kernels/quant_canonical.h on every ISA
-  //    (one fused multiply-add per block, blocks in order): exact, bit for bit.
+  //    (one fused multiply-add per block, blocks in order): exact, bit for bit, in either layout
+  //    (the Rows16 product is compared with the reference's on the same rows in the Rows layout).
   //  - float weights: K products summed in any order, |difference| <= 2 gamma(K + 1) sum |x w|.
   //  - other block formats: per 32-block an exact integer dot, then <= 3 float terms (the scaled
   //    dot, the min's correction), summed over the blocks: 2 gamma(3 nb + 2) sum |terms|, plus
@@ -340,7 +353,7 @@ class BackendOpsTest {
   //    and |xq_k| <= |x_k| + dx_b / 2 (the activation rounding step).
   // Then, on the backend alone: every token alone equals its row of the batch, and another thread
   // count gives the same bits (the determinism rule).
-  void test_matmul(DType dt) {
+  void test_matmul(DType dt, Layout layout) {
     struct Case { int64_t rows, cols, T; };
     const bool gguf = quant::is_native_gguf(dt);
     const int64_t B = block_of(dt);
@@ -354,12 +367,12 @@ class BackendOpsTest {
     const bool exact = dt == DType::Q8 || dt == DType::Q4;
     for (const Case& c : cases) {
       const int64_t R = c.rows, K = c.cols, T = c.T, ldy = R + 3, nb = quant::n_blocks(K);
-      Weights w = make_weights(dt, R, K);
+      Weights w = make_weights(dt, R, K, layout);
       auto x = randn(size_t(T * K));
       for (int64_t t = 0; t < T; ++t) x[size_t(t * K + (t * 7) % K)] *= 20.f;  // outliers: block scales matter
       std::vector<float> a(size_t(T * ldy), -1.f), b = a;
       be_.matmul(w.view, x.data(), T, a.data(), ldy);
-      ref_.matmul(w.view, x.data(), T, b.data(), ldy);
+      ref_.matmul(w.rows_view, x.data(), T, b.data(), ldy);
       std::vector<double> tol;
       if (!exact) {
         tol.assign(a.size(), 0.0);  // the columns past R must stay untouched
@@ -367,22 +380,25 @@ class BackendOpsTest {
           std::vector<double> step(static_cast<size_t>(nb));
           for (int64_t bl = 0; bl < nb; ++bl) {
             double amax = 0;
-            for (int64_t k = bl * 32; k < std::min(K, bl * 32 + 32); ++k) amax = std::max(amax, std::fabs(double(x[size_t(t * K + k)])));
+            for (int64_t k = bl * 32; k < std::min(K, bl * 32 + 32); ++k)
+              amax = std::max(amax, std::fabs(double(x[size_t(t * K + k)])));
             step[size_t(bl)] = amax / 127.0 / 2.0;
           }
           for (int64_t r = 0; r < R; ++r) {
             double mag = 0;
             for (int64_t k = 0; k < K; ++k) {
-              const double wk = std::fabs(double(w.deq[size_t(r * K + k)])), xk = std::fabs(double(x[size_t(t * K + k)]));
-              mag += is_quantized(dt) ? (wk + 2 * w.min[size_t(r * nb + k / 32)]) * (xk + step[size_t(k / 32)]) : wk * xk;
+              const double wk = std::fabs(double(w.deq[size_t(r * K + k)]));
+              const double xk = std::fabs(double(x[size_t(t * K + k)]));
+              mag += is_quantized(dt) ? (wk + 2 * w.min[size_t(r * nb + k / 32)]) * (xk + step[size_t(k / 32)])
+                                      : wk * xk;
             }
             tol[size_t(t * ldy + r)] =
                 is_quantized(dt) ? (2 * gamma_n(3.0 * nb + 2) + 4 * kU) * mag : 2 * gamma_n(K + 1) * mag;
           }
         }
       }
-      const std::string what = std::string("matmul ") + dtype_name(dt) + " R=" + std::to_string(R) +
-                               " K=" + std::to_string(K) + " T=" + std::to_string(T);
+      const std::string what = std::string("matmul ") + dtype_name(dt) + " " + layout_name(layout) +
+                               " R=" + std::to_string(R) + " K=" + std::to_string(K) + " T=" + std::to_string(T);
       close(a.data(), b.data(), a.size(), tol, what.c_str());
       // Determinism: each token alone, and another thread count, give the batch's bits.
       for (int64_t t = 0; t < T; ++t) {

@@ -375,6 +375,47 @@ class Ours:
         return n / dt
 
 
+# ----------------------------------------------------------------------------- decode roofline
+def measure_bandwidth(args) -> dict[int, float]:
+    """Read bandwidth (GB/s, median) per thread count, on a quiet machine, just before the runs."""
+    try:
+        import bandwidth
+
+        wait_quiet(args.quiet_threshold, args.max_wait)
+        res = bandwidth.measure(threads=tuple(args.threads), gib=1.0, reps=5)
+        log("[bandwidth] " + ", ".join(f"{t} thread(s) {v['median_gbs']:.1f} GB/s" for t, v in res.items()))
+        return {t: v["median_gbs"] for t, v in res.items()}
+    except Exception as e:  # noqa: BLE001 - no compiler, no OpenMP: the table just lacks the roofline
+        log(f"[bandwidth] not measured: {e}")
+        return {}
+
+
+def roofline_markdown(meta: dict, rows: list[dict]) -> list[str]:
+    """Decode against the roofline: a token reads every weight once (the tied embedding is the
+    output layer), so tokens/s <= bandwidth / file bytes (the KV cache of tg128 adds < 1%)."""
+    bw = {int(k): v for k, v in meta["bandwidth_gbs"].items()}
+    files = {(f["model"], f["our_type"]): f for f in meta.get("files", [])}
+    out = ["", "Decode vs the roofline (read bandwidth measured just before the runs, benchmarks/bandwidth.py; "
+               "roofline t/s = bandwidth / the engine's file bytes):", "",
+           "| model | type (ours vs llama.cpp) | test | threads | GB/s | llama.cpp t/s (% of its roofline) | "
+           "ours t/s (% of its roofline) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if not r["test"].startswith("tg") or r["threads"] not in bw:
+            continue
+        f = files.get((r["model"], r["our_type"]), {})
+        cells = []
+        for eng, size_key in (("llama", "llama_bytes"), ("ours", "ours_bytes")):
+            st = r.get(f"{eng}_stats")
+            if st and f.get(size_key):
+                roof = bw[r["threads"]] * 1e9 / f[size_key]
+                cells.append(f"{st['median']:.2f} ({100 * st['median'] / roof:.0f}%)")
+            else:
+                cells.append("—")
+        out.append(f"| {r['title']} | {r['our_type']} vs {r['llama_type']} | {r['test']} | {r['threads']} | "
+                   f"{bw[r['threads']]:.1f} | {cells[0]} | {cells[1]} |")
+    return out
+
+
 # ----------------------------------------------------------------------------- peak memory
 RSS_TEST = (512, 16)  # pp512 then tg16: the prompt's KV cache and the decode buffers, both touched
 
@@ -695,6 +736,8 @@ def to_markdown(meta: dict, rows: list[dict]) -> str:
                 lb_ += f" ({f['llama_embd_type']})"
             ob_ = f"{f['ours_bytes'] / 1e6:.0f} MB" if f.get("ours_bytes") else "—"
             out.append(f"| {f['title']} | {f['our_type']} vs {f['llama_type']} | {lb_} | {ob_} |")
+    if meta.get("bandwidth_gbs"):
+        out += roofline_markdown(meta, rows)
     if meta.get("peak_rss"):
         out += rss_markdown(meta["peak_rss"], max(meta["threads"]))
     notes = meta.get("notes") or []
@@ -723,6 +766,7 @@ def main(argv=None) -> int:
         return 0
     log(f"[run] measuring ({len(jobs)} model/type pairs × {len(args.threads)} thread counts × "
         f"{len(args.tests)} tests × {args.reps} reps, alternating engines) ...")
+    bandwidth = measure_bandwidth(args)
     rows = measure(args, bins, jobs)
     rss = [] if args.no_rss else measure_rss(args, bins, jobs)
 
@@ -760,6 +804,7 @@ def main(argv=None) -> int:
                   for j in jobs],
         "notes": notes,
         "peak_rss": rss,
+        "bandwidth_gbs": bandwidth,
         "seconds": {"prepare": round(t_prep), "total": round(time.time() - t_start)},
     }
     md = to_markdown(meta, rows)

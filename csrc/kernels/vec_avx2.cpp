@@ -173,19 +173,46 @@ void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int6
 template <int M, typename E>
 static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int64_t stride, const float* scale,
                                int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
-  const int64_t n8 = n / 8 * 8;
-  for (int64_t i0 = 0; i0 < n8; i0 += 8) {
-    __m256 o[M];
-    for (int h = 0; h < M; ++h) o[h] = _mm256_loadu_ps(out + h * out_stride + i0);
-    for (int64_t j = 0; j < nk; ++j) {
-      const __m256 v = load8(V + j * stride + i0);
-      for (int h = 0; h < M; ++h) {
-        const float p = P[h * p_stride + j];
-        const float w = scale ? p * scale[j * scale_stride] : p;
-        o[h] = _mm256_fmadd_ps(_mm256_set1_ps(w), v, o[h]);
+  const int64_t n8 = n / 8 * 8, n16 = n / 16 * 16;
+  // Keys in blocks of kKeys rows of V (L1-resident, read row by row, ascending), each block swept
+  // over the output columns 16 at a time (2M independent FMA chains). Every output element still
+  // takes its keys in ascending order, o = fma(w_j, v_j, o), so the block size changes no bit;
+  // sweeping all keys per column chunk instead read V in 32-byte pieces a row apart.
+  constexpr int64_t kKeys = 16;
+  for (int64_t j0 = 0; j0 < nk; j0 += kKeys) {
+    const int64_t nj = std::min(kKeys, nk - j0);
+    float w[M][kKeys];
+    for (int h = 0; h < M; ++h)
+      for (int64_t j = 0; j < nj; ++j) {
+        const float p = P[h * p_stride + j0 + j];
+        w[h][j] = scale ? p * scale[(j0 + j) * scale_stride] : p;
       }
+    const E* Vb = V + j0 * stride;
+    int64_t i0 = 0;
+    for (; i0 < n16; i0 += 16) {
+      __m256 a[M], b[M];
+      for (int h = 0; h < M; ++h)
+        a[h] = _mm256_loadu_ps(out + h * out_stride + i0), b[h] = _mm256_loadu_ps(out + h * out_stride + i0 + 8);
+      for (int64_t j = 0; j < nj; ++j) {
+        const __m256 va = load8(Vb + j * stride + i0), vb = load8(Vb + j * stride + i0 + 8);
+        for (int h = 0; h < M; ++h) {
+          const __m256 wj = _mm256_set1_ps(w[h][j]);
+          a[h] = _mm256_fmadd_ps(wj, va, a[h]);
+          b[h] = _mm256_fmadd_ps(wj, vb, b[h]);
+        }
+      }
+      for (int h = 0; h < M; ++h)
+        _mm256_storeu_ps(out + h * out_stride + i0, a[h]), _mm256_storeu_ps(out + h * out_stride + i0 + 8, b[h]);
     }
-    for (int h = 0; h < M; ++h) _mm256_storeu_ps(out + h * out_stride + i0, o[h]);
+    for (; i0 < n8; i0 += 8) {
+      __m256 o[M];
+      for (int h = 0; h < M; ++h) o[h] = _mm256_loadu_ps(out + h * out_stride + i0);
+      for (int64_t j = 0; j < nj; ++j) {
+        const __m256 v = load8(Vb + j * stride + i0);
+        for (int h = 0; h < M; ++h) o[h] = _mm256_fmadd_ps(_mm256_set1_ps(w[h][j]), v, o[h]);
+      }
+      for (int h = 0; h < M; ++h) _mm256_storeu_ps(out + h * out_stride + i0, o[h]);
+    }
   }
   for (int h = 0; h < M; ++h)
     for (int64_t i = n8; i < n; ++i) {

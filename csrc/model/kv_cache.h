@@ -37,14 +37,18 @@ class KVCache {
   // Stores one token's k and v (kv_dim floats each) at `slot` of `layer`.
   void store(int layer, int slot, const float* k, const float* v);
 
-  // For the nq query heads Q + h * q_stride (h < nq) that share KV head g, over the n slots
-  // slot0 .. slot0 + n - 1 (each row read once for all of them):
-  //   scores[h * s_stride + j] = q_h . k[slot0 + j]
-  void dot_keys(int layer, int g, int slot0, int n, const float* Q, int64_t q_stride, int nq, float* scores,
-                int64_t s_stride) const;
-  //   out[h * o_stride + i] += sum_j p[h * p_stride + j] * v[slot0 + j][i]
-  void add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
-                  int64_t o_stride) const;
+  // The keys (values) of KV head g of `layer` from `slot` on, as the attention kernels read them
+  // (backend/): element type, first row, elements from one slot's row to the next, and for int8
+  // the row scales (scale[j * scale_stride] for slot + j; null otherwise).
+  struct Rows {
+    KvDType dtype;
+    const uint8_t* data;
+    int64_t stride;
+    const float* scale;
+    int64_t scale_stride;
+  };
+  Rows keys(int layer, int g, int slot) const;
+  Rows values(int layer, int g, int slot) const;
 
   // Bytes one position takes in every layer's K and V (what a longer context costs).
   int64_t bytes_per_position() const;

@@ -122,7 +122,7 @@ class Model:
             meta = self._header.meta
             try:
                 self._core = _core.ModelCore(self._header.path, dict(meta["config"]),
-                                             list(tensor_table(self._header)))
+                                             list(tensor_table(self._header)), self._header.data_start)
             except (RuntimeError, ValueError) as e:
                 raise FormatError(str(e)) from None
             tok = meta["tokenizer"]

@@ -189,3 +189,42 @@ def test_non_finite_or_out_of_range_config(good, tmp_path, field, value):
     p = _edited(good, tmp_path, lambda m: m["config"].update({field: value}))
     with pytest.raises(FormatError, match=f"config field '{field}'"):
         Model(p)
+
+
+# ---------------------------------------------------------------- API parameters and text
+def test_n_threads_bound_is_the_cores(model):
+    assert params.MAX_THREADS == _core.MAX_THREADS
+    for bad in (2**31 - 1, 2**64, 0, -3):
+        with pytest.raises(ValueError, match=r"n_threads must be in \[1, 1024\]"):
+            model.n_threads = bad
+        assert model.n_threads == 1
+    with pytest.raises(ValueError, match="n_threads"):
+        Model(model.path, n_threads=2**31 - 1)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-45, 1e-38, 1e-37, 1e-30])
+def test_tiny_temperature_is_greedy(model, temperature):
+    """1/T (or logit/T) overflowing float used to give NaN weights and 'the last token id'."""
+    greedy = model.generate([2, 5, 6, 7], max_new_tokens=6, ignore_eos=True)
+    out = model.generate([2, 5, 6, 7], max_new_tokens=6, ignore_eos=True, temperature=temperature, seed=1)
+    assert out == greedy
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(top_k=2**40), "top_k"), (dict(top_k=2**31), "top_k"), (dict(max_new_tokens=2**40), "max_new_tokens"),
+    (dict(seed=2**64), "seed"), (dict(seed=2**200), "seed"), (dict(seed=-1), "seed"),
+])
+def test_huge_integers_get_params_errors(model, kw, name):
+    with pytest.raises(params.InvalidRequestError, match=f"{name} must be in"):
+        model.generate("hello", **kw)
+
+
+def test_lone_surrogate_in_prompt(model):
+    for call in (lambda: model.generate("hi \ud800 there", max_new_tokens=2),
+                 lambda: model.tokenize("\udfff"),
+                 lambda: model.chat([{"role": "user", "content": "x\ud83d"}], max_new_tokens=2)):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            call()
+    with pytest.raises(params.InvalidRequestError, match="lone surrogate") as e:
+        model.create_completion("a\ud800", max_tokens=2)
+    assert e.value.param == "prompt"

@@ -88,8 +88,7 @@ class _CallGuard:
 
 
 def _check_threads(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _core.MAX_THREADS:
-        raise ValueError(f"n_threads must be an int in [1, {_core.MAX_THREADS}], got {n!r}")
+    check("n_threads", n)  # the bound in params.py (the C++ pool's own, MAX_THREADS)
 
 
 def _check_kv_dtype(kv_dtype) -> None:

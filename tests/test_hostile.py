@@ -228,3 +228,35 @@ def test_lone_surrogate_in_prompt(model):
     with pytest.raises(params.InvalidRequestError, match="lone surrogate") as e:
         model.create_completion("a\ud800", max_tokens=2)
     assert e.value.param == "prompt"
+
+
+# ---------------------------------------------------------------- non-finite numbers at run time
+def nan_model(good, tmp_path) -> str:
+    """`good` with a NaN in its final norm: every logit becomes NaN."""
+    data = bytearray(open(good, "rb").read())
+    h = read_header(good)
+    t = next(t for t in h.tensors if t["name"] == "final_norm")
+    struct.pack_into("<f", data, h.data_start + t["offset"] + 4 * 3, float("nan"))
+    p = tmp_path / "nan.gcpp"
+    p.write_bytes(bytes(data))
+    return str(p)
+
+
+def test_non_finite_logits_raise(good, tmp_path):
+    m = Model(nan_model(good, tmp_path), n_threads=1)  # loads: weights are not scanned at load
+    for call in (lambda: m.generate([2, 5, 6], max_new_tokens=3),
+                 lambda: m.generate([2, 5, 6], max_new_tokens=3, temperature=0.8, seed=1),
+                 lambda: m.logits([2, 5])):
+        with pytest.raises(RuntimeError, match=r"non-finite logits \(NaN .*position"):
+            call()
+    # Inf too (a huge norm gain overflows the logits), and a good model is unaffected
+    data = bytearray(open(good, "rb").read())
+    h = read_header(good)
+    t = _by_name(h.meta, "final_norm")
+    n = t["nbytes"] // 4
+    struct.pack_into(f"<{n}f", data, h.data_start + t["offset"], *([3e38] * n))
+    p = tmp_path / "inf.gcpp"
+    p.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="non-finite logits"):
+        Model(str(p), n_threads=1).generate([2, 5, 6], max_new_tokens=2)
+    assert len(Model(good, n_threads=1).generate([2, 5, 6], max_new_tokens=3, ignore_eos=True)) == 3

@@ -138,7 +138,8 @@ def test_malformed_header_structure(good, tmp_path, edit, match):
 
 
 @pytest.mark.parametrize("header", [b"[" * 100000 + b"]" * 100000, b'{"config": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-                                    b"[1, 2]", b'"text"', b"null"])
+                                    b"[1, 2]", b'"text"', b"null"],
+                         ids=["deep-100000", "deep-config-5000", "list", "string", "null"])
 def test_header_not_an_object_or_too_deep(good, tmp_path, header):
     with pytest.raises(FormatError, match="nested too deeply|must be a JSON object|must be a JSON"):
         Model(_raw_header(good, tmp_path, header))

@@ -145,6 +145,15 @@ def test_header_not_an_object_or_too_deep(good, tmp_path, header):
         Model(_raw_header(good, tmp_path, header))
 
 
+@pytest.mark.parametrize("edit", [
+    lambda m: m["special"].update(bos="x"), lambda m: m["special"].pop("bos"),
+    lambda m: m["special"].update(eos=[10**7]), lambda m: m["tokenizer"].update(nbytes=64),
+], ids=["bos-string", "bos-missing", "eos-out-of-vocab", "tokenizer-cut"])
+def test_bad_tokenizer_or_special_ids(good, tmp_path, edit):
+    with pytest.raises(FormatError, match="tokenizer or the special token ids are corrupt"):
+        Model(_edited(good, tmp_path, edit))
+
+
 # ---------------------------------------------------------------- only regular files
 def _load_in_thread(fn, timeout=20):
     """fn() in a daemon thread: its exception, or a failure if it does not return (a hang)."""

@@ -125,7 +125,13 @@ class Model:
             except (RuntimeError, ValueError) as e:
                 raise FormatError(str(e)) from None
             tok = meta["tokenizer"]
-            self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
+            try:
+                self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:  # sentencepiece's too
+                if isinstance(e, FormatError):
+                    raise
+                raise FormatError(f"{self._header.path}: the tokenizer or the special token ids are corrupt "
+                                  f"({type(e).__name__}: {e}); re-convert the checkpoint") from None
         cfg = self._header.config
         if n_threads is not None:
             _check_threads(n_threads)

@@ -60,7 +60,7 @@ def _by_name(m, name):
     (lambda m: m["tensors"][3].update(offset=0), "the tokenizer and tensor .* overlap"),
     (lambda m: m["tokenizer"].update(offset=m["tensors"][0]["offset"]), "overlap"),
     (lambda m: m["tokenizer"].update(offset=4), "tokenizer offset 4 is not 64-byte aligned"),
-    (lambda m: m["tokenizer"].update(nbytes=1 << 40), "tokenizer at .* past the end of the file"),
+    (lambda m: m["tokenizer"].update(nbytes=1 << 40), "tokenizer lies past the end of the file"),
 ])
 def test_blob_ranges(good, tmp_path, edit, match):
     with pytest.raises(FormatError, match=match):

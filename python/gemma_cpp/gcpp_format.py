@@ -122,8 +122,8 @@ def _blob_range(path: str, what: str, entry: Any, data_start: int, size: int) ->
     if off % ALIGN:
         raise FormatError(f"{path}: {what} offset {rel} is not {ALIGN}-byte aligned; the file is corrupt")
     if off + n > size:
-        raise FormatError(f"{path}: {what} at {off}+{n} lies past the end of the file ({size} bytes); "
-                          f"the file is truncated or corrupt")
+        raise FormatError(f"{path}: {what} lies past the end of the file (needs {off + n} bytes, file has "
+                          f"{size}); the file is truncated or corrupt")
     return off, n
 
 

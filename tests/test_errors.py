@@ -128,16 +128,20 @@ def test_truncated_file(good, tmp_path):
             Model(str(p))
 
 
-def _edit_header(src: str, dst: str, edit) -> None:
+def _edit_header(src: str, dst: str, edit, tail: bytes = b"") -> None:
+    """Copy `src` to `dst` with edit(meta) applied to its header (and `tail` appended to the data:
+    edit(meta) finds the data region's size in meta["_data_bytes"], to point a tensor there)."""
     with open(src, "rb") as f:
         data = f.read()
     magic, ver, flags, hlen, start = struct.unpack_from("<8sIIQQ", data)
     meta = json.loads(data[32:32 + hlen])
+    meta["_data_bytes"] = len(data) - start
     edit(meta)
+    del meta["_data_bytes"]
     header = json.dumps(meta, separators=(",", ":")).encode()
     new_start = (32 + len(header) + 63) // 64 * 64  # tensor offsets are relative to data_start
     out = struct.pack("<8sIIQQ", magic, ver, flags, len(header), new_start) + header
-    out += b"\0" * (new_start - len(out)) + data[start:]
+    out += b"\0" * (new_start - len(out)) + data[start:] + tail
     with open(dst, "wb") as f:
         f.write(out)
 
@@ -147,7 +151,7 @@ def _edit_header(src: str, dst: str, edit) -> None:
     (lambda m: m["tensors"][3].update(offset=m["tensors"][3]["offset"] + 4), "not 64-byte aligned"),
     (lambda m: m["tensors"][3].update(shape=[7, 7]), r"has \d+ bytes, expected|config requires"),
     (lambda m: m["tensors"].pop(3), "missing tensor"),
-    (lambda m: m["tensors"].append(dict(m["tensors"][1], name="layers.0.bogus")), "unexpected tensor 'layers.0.bogus'"),
+    (lambda m: m["tensors"].append(dict(m["tensors"][1], name="layers.0.bogus")), "overlap"),
     (lambda m: m["config"].update(n_kv_heads=3), "n_kv_heads"),
     (lambda m: m["config"].pop("head_dim"), "missing field 'head_dim'"),
     (lambda m: m["tensors"][3].update(dtype="int3"), "unknown dtype 'int3'"),
@@ -156,6 +160,15 @@ def test_corrupt_header(good, tmp_path, edit, match):
     p = str(tmp_path / "edited.gcpp")
     _edit_header(good, p, edit)
     with pytest.raises(FormatError, match=match):
+        Model(p)
+
+
+def test_unexpected_tensor(good, tmp_path):
+    def add(m):  # a tensor of its own bytes, past the others
+        m["tensors"].append(dict(m["tensors"][1], name="layers.0.bogus", offset=m["_data_bytes"]))
+    p = str(tmp_path / "extra.gcpp")
+    _edit_header(good, p, add, tail=bytes(4096))
+    with pytest.raises(FormatError, match="unexpected tensor 'layers.0.bogus'"):
         Model(p)
 
 
@@ -190,7 +203,7 @@ def test_max_seq_len_validation(good):
 def test_n_threads_bounded_and_unchanged_on_error(good):
     m = Model(good, n_threads=2)
     for bad in (2**31 - 1, 2**40, 0, True, 1.5):
-        with pytest.raises(ValueError, match=r"n_threads must be an int in \[1, 1024\]"):
+        with pytest.raises(ValueError, match=r"n_threads must be (in \[1, 1024\]|an integer)"):
             m.n_threads = bad
         assert m.n_threads == 2
     m.n_threads = 1

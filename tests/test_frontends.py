@@ -60,17 +60,19 @@ BAD = [
     ("top_p", 0, "--top-p", "top_p", "top_p must be in (0, 1], got 0.0"),
     ("temperature", -1, "--temperature", "temperature", "temperature must be >= 0, got -1.0"),
     ("min_p", 1, "--min-p", "min_p", "min_p must be in [0, 1), got 1.0"),
-    ("top_k", -1, "--top-k", "top_k", "top_k must be >= 0, got -1"),
+    ("top_k", -1, "--top-k", "top_k", "top_k must be in [0, 2147483647], got -1"),
+    ("top_k", 2**40, "--top-k", "top_k", "top_k must be in [0, 2147483647], got 1099511627776"),
     ("repetition_penalty", 0, "--repetition-penalty", "repeat_penalty", "must be > 0, got 0.0"),
     ("seed", -1, "--seed", "seed", "seed must be in [0, 18446744073709551616), got -1"),
-    ("max_new_tokens", -1, "-n", "max_tokens", "must be >= 0, got -1"),
+    ("max_new_tokens", -1, "-n", "max_tokens", "must be in [0, 2147483647], got -1"),
+    ("max_new_tokens", 2**40, "-n", "max_tokens", "must be in [0, 2147483647], got 1099511627776"),
     ("presence_penalty", 3, "--presence-penalty", "presence_penalty", "presence_penalty must be in [-2, 2], got 3.0"),
     ("frequency_penalty", -2.5, "--frequency-penalty", "frequency_penalty",
      "frequency_penalty must be in [-2, 2], got -2.5"),
 ]
 
 
-@pytest.mark.parametrize("name,value,flag,oa_name,message", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize("name,value,flag,oa_name,message", BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
 def test_bounds_are_one_table(model, model_path, http, name, value, flag, oa_name, message):
     with pytest.raises(InvalidRequestError) as e:
         model.generate(P, **{name: value})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -346,3 +347,101 @@ def test_api_key(model_path, tmp_path):
         assert s.http.get("/health").status_code == 200  # health checks need no key
     finally:
         s.stop()
+
+
+@needs_server
+def test_hostile_requests_keep_the_connection(model_path, tmp_path):
+    """Issue 15: body size and JSON depth limits, huge integers, lone surrogates, an exception
+    inside generation (a model whose logits are NaN) -- each a JSON error with the right status,
+    on a keep-alive connection that still serves the next request; HEAD where GET exists."""
+    import http.client
+
+    from gemma_cpp.openai.guard import DEFAULT_MAX_REQUEST_BYTES
+    from test_hostile import nan_model
+
+    assert DEFAULT_MAX_REQUEST_BYTES == 8 << 20
+    s = Server(nan_model(model_path, tmp_path), str(tmp_path / "log.txt"), "--threads", "1",
+               "--max-request-bytes", "65536")
+    try:
+        host, port = s.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+
+        def call(method, path, body=None, headers=None):
+            conn.request(method, path, body=body, headers=headers or {"content-type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            return r, data
+
+        def check(resp_data, status, param=None, kept=True):
+            r, data = resp_data
+            assert r.status == status, data
+            err = json.loads(data)["error"]
+            assert set(err) == {"message", "type", "param", "code"} and err["message"]
+            if param:
+                assert err["param"] == param, err
+            if kept:  # the same socket serves the next request
+                sock = conn.sock
+                assert sock is not None and r.getheader("connection") != "close"
+                h, _ = call("GET", "/health")
+                assert h.status == 200 and conn.sock is sock
+            return err
+
+        check(call("POST", "/v1/completions", b"[" * 30000 + b"]" * 30000), 400)
+        err = check(call("POST", "/v1/completions", json.dumps({"prompt": "hi", "x": _nest(100)}).encode()), 400)
+        assert "64 deep" in err["message"]
+        check(call("POST", "/v1/completions", json.dumps({"prompt": "hi", "top_k": 2**40}).encode()), 400, "top_k")
+        check(call("POST", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 2**40}).encode()), 400,
+              "max_tokens")
+        check(call("POST", "/v1/completions", json.dumps({"prompt": "hi", "seed": 2**70}).encode()), 400, "seed")
+        check(call("POST", "/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 2}'), 400, "prompt")
+        check(call("POST", "/v1/chat/completions",
+                   b'{"messages": [{"role": "user", "content": "\\udfff"}], "max_tokens": 2}'), 400, "messages")
+        err = check(call("POST", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 2}).encode()), 500)
+        assert err["type"] == "server_error" and "non-finite logits" in err["message"]
+        r, data = call("HEAD", "/health")
+        assert r.status == 200 and data == b""
+        assert call("HEAD", "/v1/models")[0].status == 200
+        # A body past the limit: 413 whether its length is declared or it comes in chunks.
+        big = json.dumps({"prompt": "x" * 70000}).encode()
+        check(call("POST", "/v1/completions", big), 413, kept=False)
+        conn.close()
+        r = s.http.post("/v1/completions", content=(big[i:i + 8192] for i in range(0, len(big), 8192)),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "65536 bytes" in r.json()["error"]["message"]
+        assert s.http.get("/health").status_code == 200
+    finally:
+        s.stop()
+
+
+def _nest(depth: int):
+    v: list = []
+    for _ in range(depth - 1):
+        v = [v]
+    return v
+
+
+@needs_server
+def test_guard_answers_unexpected_exceptions(model):
+    """An exception no route handles becomes a JSON 500 answered by the Guard, not re-raised
+    (Starlette's handler re-raised it, and the server then dropped the keep-alive connection)."""
+    from fastapi.testclient import TestClient
+
+    from gemma_cpp.openai.guard import JSONBodyError, parse_json
+    from gemma_cpp.openai.server import create_app
+
+    app = create_app(model, max_request_bytes=1000)
+
+    @app.get("/boom")
+    async def boom():
+        raise KeyError("surprise")
+
+    with TestClient(app, raise_server_exceptions=True) as c:  # a re-raised exception would fail here
+        r = c.get("/boom")
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "KeyError" in r.json()["error"]["message"]
+        assert c.post("/v1/completions", content=b"x" * 1001).status_code == 413
+        assert c.head("/health").status_code == 200
+    for raw in (b"[" * 65 + b"]" * 65, b'{"a": ' * 70 + b"1" + b"}" * 70, b"[" * 5000 + b"]" * 5000):
+        with pytest.raises(JSONBodyError, match="64 deep"):
+            parse_json(raw)
+    assert parse_json(b"[" * 64 + b"]" * 64) and parse_json(b"null") is None

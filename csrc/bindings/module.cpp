@@ -151,7 +151,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("frequency_penalty") = 0.f);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "ModelCore")
-      .def(py::init([](const std::string& path, py::dict config, py::list tensors) {
+      .def(py::init([](const std::string& path, py::dict config, py::list tensors, uint64_t data_start) {
              ModelConfig c = config_from_dict(config);
              std::vector<TensorEntry> entries;
              for (auto item : tensors) {
@@ -166,9 +166,9 @@ PYBIND11_MODULE(_core, m) {
                entries.push_back(std::move(e));
              }
              py::gil_scoped_release nogil;
-             return std::make_shared<Model>(path, c, entries);
+             return std::make_shared<Model>(path, c, entries, data_start);
            }),
-           py::arg("path"), py::arg("config"), py::arg("tensors"))
+           py::arg("path"), py::arg("config"), py::arg("tensors"), py::arg("data_start") = 0)
       .def_property_readonly("weight_bytes", &Model::weight_bytes)
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
@@ -278,7 +278,7 @@ PYBIND11_MODULE(_core, m) {
             if (!(imp[c] >= 0.f) || !std::isfinite(imp[c]))
               throw std::invalid_argument("quantize: importance weights must be finite and >= 0");
         }
-        py::array_t<uint8_t> out(py::ssize_t(rows * quant::row_bytes(t, cols)));
+        py::array_t<uint8_t> out(py::ssize_t(size_mul(rows, quant::row_bytes(t, cols), "quantize")));
         const float* src = a.data();
         uint8_t* dst = out.mutable_data();
         {

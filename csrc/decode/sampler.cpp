@@ -47,13 +47,18 @@ void Sampler::sort_prefix_holding_cut(size_t n, double total, const SamplingPara
   }
 }
 
+static int32_t greedy(const float* logits, int vocab) {
+  return int32_t(std::max_element(logits, logits + vocab) - logits);
+}
+
 int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p) {
-  if (p.temperature == 0.f) {
-    return int32_t(std::max_element(logits, logits + vocab) - logits);
-  }
+  if (p.temperature == 0.f) return greedy(logits, vocab);
 
   // Candidates as (logit / T, id), best first, cut by top-k.
   const float inv_t = 1.f / p.temperature;
+  // A temperature so small that 1/T, or the largest logit / T, overflows float is greedy: that
+  // is the limit T -> 0, and computing it would give exp(inf - inf) = NaN weights.
+  if (!std::isfinite(inv_t)) return greedy(logits, vocab);
   cand_.clear();
   for (int i = 0; i < vocab; ++i)  // a masked-out token (-inf) is no candidate at all
     if (logits[i] != -INFINITY) cand_.push_back({logits[i] * inv_t, i});
@@ -68,6 +73,7 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
   // Softmax over the candidates (unnormalised weights, then their sum).
   float mx = -INFINITY;
   for (size_t i = 0; i < n; ++i) mx = std::max(mx, cand_[i].first);
+  if (mx == INFINITY) return greedy(logits, vocab);
   double total = 0.0;
   for (size_t i = 0; i < n; ++i) {
     cand_[i].first = std::exp(cand_[i].first - mx);

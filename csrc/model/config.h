@@ -7,6 +7,10 @@
 
 namespace gemma {
 
+// The longest context (and sliding window) a config may name: 16M positions, far past any Gemma
+// (128K), and small enough that position arithmetic in int never overflows.
+constexpr int kMaxPosition = 1 << 24;
+
 struct ModelConfig {
   int family = 1;  // 1, 2 or 3 (Gemma generation): selects the norm layout
   int n_layers = 0;

@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -28,25 +30,40 @@ void ModelConfig::validate() const {
        "must be even and positive, got " + std::to_string(head_dim));
   need(ffn_dim > 0 && ffn_dim <= (1 << 20), "ffn_dim", "out of range: " + std::to_string(ffn_dim));
   need(vocab_size > 0 && vocab_size <= (1 << 24), "vocab_size", "out of range");
-  need(max_position > 0, "max_position", "must be positive");
-  need(rms_eps > 0, "rms_eps", "must be positive");
-  need(embed_scale > 0, "embed_scale", "must be positive");
-  need(query_scale > 0, "query_scale", "must be positive");
-  need(attn_softcap >= 0 && final_softcap >= 0, "softcap", "must be >= 0");
+  need(max_position > 0 && max_position <= kMaxPosition, "max_position",
+       "must be in [1, " + std::to_string(kMaxPosition) + "], got " + std::to_string(max_position));
+  // Scalars: NaN fails every comparison below; inf is caught by the finite() checks.
+  auto finite = [](float v) { return std::isfinite(v); };
+  need(rms_eps > 0 && rms_eps <= 1, "rms_eps", "must be a finite number in (0, 1], got " + std::to_string(rms_eps));
+  need(embed_scale > 0 && finite(embed_scale), "embed_scale",
+       "must be a finite number > 0, got " + std::to_string(embed_scale));
+  need(query_scale > 0 && finite(query_scale), "query_scale",
+       "must be a finite number > 0, got " + std::to_string(query_scale));
+  need(attn_softcap >= 0 && finite(attn_softcap), "attn_softcap",
+       "must be a finite number >= 0, got " + std::to_string(attn_softcap));
+  need(final_softcap >= 0 && finite(final_softcap), "final_softcap",
+       "must be a finite number >= 0, got " + std::to_string(final_softcap));
+  need(sliding_window >= 0 && sliding_window <= kMaxPosition, "sliding_window",
+       "must be in [0, " + std::to_string(kMaxPosition) + "], got " + std::to_string(sliding_window));
   need(layer_sliding.size() == size_t(n_layers), "layer_sliding",
        "has " + std::to_string(layer_sliding.size()) + " entries for " + std::to_string(n_layers) +
            " layers");
   bool any_sliding = false;
   for (auto s : layer_sliding) any_sliding |= s != 0;
   need(!any_sliding || sliding_window > 0, "sliding_window", "must be > 0 with sliding layers");
-  need(rope_theta_global > 0 && rope_theta_local > 0 && rope_scale_global > 0, "rope",
-       "bases and scale must be positive");
+  need(rope_theta_global > 0 && finite(rope_theta_global), "rope_theta_global",
+       "must be a finite number > 0, got " + std::to_string(rope_theta_global));
+  need(rope_theta_local > 0 && finite(rope_theta_local), "rope_theta_local",
+       "must be a finite number > 0, got " + std::to_string(rope_theta_local));
+  need(rope_scale_global > 0 && finite(rope_scale_global), "rope_scale_global",
+       "must be a finite number > 0, got " + std::to_string(rope_scale_global));
 }
 
 Model::Model(const std::string& path, const ModelConfig& config,
-             const std::vector<TensorEntry>& tensors)
-    : file_(std::make_shared<MappedFile>(path)), config_(config) {
-  config_.validate();
+             const std::vector<TensorEntry>& tensors, uint64_t data_start)
+    : config_(config) {
+  config_.validate();  // before mapping: a bad config needs no file
+  file_ = std::make_shared<MappedFile>(path);
   const ModelConfig& c = config_;
   const uint64_t fsize = file_->size();
 
@@ -74,6 +91,10 @@ Model::Model(const std::string& path, const ModelConfig& config,
       throw std::runtime_error(path + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
                                shape_str(t.shape) + ") has " + std::to_string(t.nbytes) +
                                " bytes, expected " + std::to_string(expect));
+    if (t.offset < data_start)
+      throw std::runtime_error(path + ": tensor '" + t.name + "' offset " + std::to_string(t.offset) +
+                               " lies before the data region (which starts at " + std::to_string(data_start) +
+                               "); the file is corrupt");
     if (t.offset % 64 != 0)
       throw std::runtime_error(path + ": tensor '" + t.name + "' offset " + std::to_string(t.offset) +
                                " is not 64-byte aligned");
@@ -81,6 +102,20 @@ Model::Model(const std::string& path, const ModelConfig& config,
       throw std::runtime_error(path + ": tensor '" + t.name + "' lies past the end of the file (needs " +
                                std::to_string(t.offset + t.nbytes) + " bytes, file has " +
                                std::to_string(fsize) + "); the file is truncated or corrupt");
+  }
+
+  // No two tensors share bytes: sorted by offset, each ends at or before the next begins.
+  std::vector<const TensorEntry*> by_offset;
+  for (const auto& t : tensors) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorEntry* a, const TensorEntry* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorEntry& a = *by_offset[i - 1];
+    const TensorEntry& b = *by_offset[i];
+    if (b.offset < a.offset + a.nbytes)  // no overflow: both lie inside the file (checked above)
+      throw std::runtime_error(path + ": tensors '" + a.name + "' and '" + b.name + "' overlap (bytes " +
+                               std::to_string(a.offset) + "+" + std::to_string(a.nbytes) + " and " +
+                               std::to_string(b.offset) + "+" + std::to_string(b.nbytes) + "); the file is corrupt");
   }
 
   std::set<std::string> used;

@@ -45,7 +45,9 @@ struct LayerWeights {
 
 class Model {
  public:
-  Model(const std::string& path, const ModelConfig& config, const std::vector<TensorEntry>& tensors);
+  // data_start: where the file's data region begins; every tensor must lie at or after it.
+  Model(const std::string& path, const ModelConfig& config, const std::vector<TensorEntry>& tensors,
+        uint64_t data_start = 0);
 
   const ModelConfig& config() const { return config_; }
   const WeightView& embed() const { return embed_; }  // [vocab, d_model], also the output layer

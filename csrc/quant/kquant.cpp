@@ -15,7 +15,7 @@ int64_t gguf_row_bytes(DType t, int64_t cols) {
   if (cols % qk != 0)
     throw std::invalid_argument(std::string(dtype_name(t)) + " rows must hold a multiple of " +
                                 std::to_string(qk) + " weights, got " + std::to_string(cols));
-  return cols / qk * gguf_block_bytes(t);
+  return size_mul(cols / qk, gguf_block_bytes(t), "row_bytes");
 }
 
 void q5_0_levels(const uint8_t* blk, int8_t lvl[32]) {

@@ -12,12 +12,13 @@
 namespace gemma::quant {
 
 int64_t row_bytes(DType dtype, int64_t cols) {
+  if (cols < 0) throw std::invalid_argument("row_bytes: negative column count " + std::to_string(cols));
   switch (dtype) {
-    case DType::F32: return cols * 4;
+    case DType::F32: return size_mul(cols, 4, "row_bytes");
     case DType::BF16:
-    case DType::F16: return cols * 2;
+    case DType::F16: return size_mul(cols, 2, "row_bytes");
     case DType::Q8:
-    case DType::Q4: return n_blocks(cols) * (2 + block_quant_bytes(dtype));
+    case DType::Q4: return size_mul(n_blocks(cols), 2 + block_quant_bytes(dtype), "row_bytes");
     case DType::Q5_0:
     case DType::Q4_K:
     case DType::Q6_K:
@@ -31,7 +32,9 @@ int64_t row_bytes(DType dtype, int64_t cols) {
 int64_t tensor_bytes(DType dtype, Layout layout, int64_t rows, int64_t cols) {
   if (layout == Layout::Rows16 && dtype != DType::Q8 && dtype != DType::Q4)
     throw std::invalid_argument(std::string("layout rows16 holds int8 or int4, not ") + dtype_name(dtype));
-  return stored_rows(layout, rows) * row_bytes(dtype, cols);
+  if (rows < 0) throw std::invalid_argument("tensor_bytes: negative row count " + std::to_string(rows));
+  if (rows > INT64_MAX - kGroupRows) throw std::invalid_argument("tensor_bytes: row count overflows 64 bits");
+  return size_mul(stored_rows(layout, rows), row_bytes(dtype, cols), "tensor_bytes");
 }
 
 namespace {

@@ -10,16 +10,19 @@
 #pragma once
 #include <cstdint>
 
+#include "core/checked.h"
 #include "kernels/dtype.h"
 
 namespace gemma::quant {
 
 constexpr int kBlock = 32;  // weights per quantisation block (Q8, Q4)
 
-inline int64_t n_blocks(int64_t cols) { return (cols + kBlock - 1) / kBlock; }
+// ceil(cols / 32) without forming cols + 31 (which overflows for cols near 2^63).
+inline int64_t n_blocks(int64_t cols) { return cols / kBlock + (cols % kBlock > 0); }
 inline constexpr int block_quant_bytes(DType t) { return t == DType::Q4 ? kBlock / 2 : kBlock; }
 
-// Bytes one row of `cols` weights occupies (quantised rows are padded to whole blocks).
+// Bytes one row of `cols` weights occupies (quantised rows are padded to whole blocks); throws
+// std::invalid_argument for cols < 0 or a size past int64 (core/checked.h).
 int64_t row_bytes(DType dtype, int64_t cols);
 
 // ---- Layout::Rows16, the int8/int4 kernel layout ----
@@ -33,11 +36,12 @@ int64_t row_bytes(DType dtype, int64_t cols);
 // strided reads. A group holds exactly the bytes of its 16 rows in the Rows layout.
 constexpr int kGroupRows = 16;
 inline int64_t stored_rows(Layout layout, int64_t rows) {
-  return layout == Layout::Rows16 ? (rows + kGroupRows - 1) / kGroupRows * kGroupRows : rows;
+  return layout == Layout::Rows16 ? (rows / kGroupRows + (rows % kGroupRows > 0)) * kGroupRows : rows;
 }
 // Bytes of one block of one group (scales + pieces).
 inline constexpr int64_t group_block_bytes(DType t) { return kGroupRows * (2 + block_quant_bytes(t)); }
-// Bytes a [rows, cols] tensor occupies; throws for Rows16 with a dtype other than Q8/Q4.
+// Bytes a [rows, cols] tensor occupies; throws for Rows16 with a dtype other than Q8/Q4, and for
+// negative or overflowing sizes.
 int64_t tensor_bytes(DType dtype, Layout layout, int64_t rows, int64_t cols);
 // Rows16 bytes (tensor_bytes of them) from `rows` rows in the Rows layout.
 void interleave_rows16(DType dtype, const uint8_t* rows_src, int64_t rows, int64_t cols, uint8_t* dst);

@@ -16,14 +16,17 @@ layout: "rows" (row-major rows of quant.row_bytes(dtype, cols) bytes) or "rows16
 matrices: groups of 16 rows interleaved block by block, the kernels' "lane = row" order;
 csrc/quant/quant.h). Files written before "rows16" existed hold only "rows" and still load;
 a layout this version does not know gets a "re-convert" message. The reader checks
-the magic, version and header before the C++ side maps the file and validates every tensor
-against the file size and the config, so a truncated or foreign file gets a clear error.
+the magic, version and header (the types of every field; every blob 64-byte aligned, at or after
+data_start, inside the file and overlapping no other) before the C++ side maps the file and
+validates every tensor against the file size and the config, so a truncated, corrupt or foreign
+file gets a clear error (docs/security.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -69,24 +72,104 @@ class Header:
         return self.meta["tensors"]
 
     def read_blob(self, entry: dict[str, Any]) -> bytes:
-        off, n = self.data_start + int(entry["offset"]), int(entry["nbytes"])
-        if off + n > self.file_size:
-            raise FormatError(f"{self.path}: blob at {off}+{n} lies past the end of the file "
-                              f"({self.file_size} bytes); the file is truncated")
-        with open(self.path, "rb") as f:
+        off, n = _blob_range(self.path, "tokenizer", entry, self.data_start, self.file_size)
+        with _open_regular(self.path) as f:
             f.seek(off)
             return f.read(n)
 
 
+def _open_regular(path: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; a directory, FIFO, socket or device gets
+    a FormatError (O_NONBLOCK: opening a FIFO must not wait for a writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        fd = None
+    if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        is_dir = fd is None or stat.S_ISDIR(os.fstat(fd).st_mode)
+        if fd is not None:
+            os.close(fd)
+        if is_dir:
+            raise FormatError(f"{path} is a directory; convert a checkpoint first with "
+                              f"`gemma-convert {path} model.gcpp`")
+        raise FormatError(f"{path}: not a regular file (a FIFO, socket or device); give a .gcpp file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _blob_range(path: str, what: str, entry: Any, data_start: int, size: int) -> tuple[int, int]:
+    """(absolute offset, nbytes) of a blob entry, checked: ints, at/after data_start, 64-byte
+    aligned, inside the file."""
+    if not isinstance(entry, dict):
+        raise FormatError(f"{path}: {what} entry must be an object, got {type(entry).__name__}")
+    for key in ("offset", "nbytes"):
+        if key not in entry:
+            raise FormatError(f"{path}: {what} entry lacks '{key}'; the file is corrupt")
+        if not _is_int(entry[key]):
+            raise FormatError(f"{path}: {what} field '{key}' must be an integer, got {entry[key]!r}")
+    rel, n = entry["offset"], entry["nbytes"]
+    if rel < 0:
+        raise FormatError(f"{path}: {what} offset {rel} lies before the data region; the file is corrupt")
+    if n < 0:
+        raise FormatError(f"{path}: {what} field 'nbytes' is negative ({n}); the file is corrupt")
+    off = data_start + rel
+    if off % ALIGN:
+        raise FormatError(f"{path}: {what} offset {rel} is not {ALIGN}-byte aligned; the file is corrupt")
+    if off + n > size:
+        raise FormatError(f"{path}: {what} lies past the end of the file (needs {off + n} bytes, file has "
+                          f"{size}); the file is truncated or corrupt")
+    return off, n
+
+
+_TENSOR_FIELDS = (("name", str), ("dtype", str), ("shape", list), ("offset", int), ("nbytes", int))
+
+
+def _check_meta(path: str, meta: Any, data_start: int, size: int) -> None:
+    """The header's structure: the types of its sections and of every tensor entry's fields, and
+    the blob ranges (inside the file, aligned, not overlapping). Raises FormatError naming the field."""
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path}: header must be a JSON object, got {type(meta).__name__}")
+    for key, kind in (("config", dict), ("tensors", list), ("tokenizer", dict), ("special", dict)):
+        if key not in meta:
+            raise FormatError(f"{path}: header lacks '{key}'; the file is corrupt")
+        if not isinstance(meta[key], kind):
+            raise FormatError(f"{path}: header field '{key}' must be a JSON "
+                              f"{'object' if kind is dict else 'array'}, got {type(meta[key]).__name__}")
+    ct = meta.get("chat_template")
+    if ct is not None and not isinstance(ct, str):
+        raise FormatError(f"{path}: header field 'chat_template' must be a string, got {type(ct).__name__}")
+    ranges = [(*_blob_range(path, "tokenizer", meta["tokenizer"], data_start, size), "the tokenizer")]
+    for i, t in enumerate(meta["tensors"]):
+        if not isinstance(t, dict):
+            raise FormatError(f"{path}: tensors[{i}] must be an object, got {type(t).__name__}")
+        for key, kind in _TENSOR_FIELDS:
+            v = t.get(key)
+            if not (_is_int(v) if kind is int else isinstance(v, kind)):
+                raise FormatError(f"{path}: tensors[{i}] field '{key}' must be "
+                                  f"{'an integer' if kind is int else 'a ' + kind.__name__}, got {v!r}")
+        if not all(_is_int(d) for d in t["shape"]):
+            raise FormatError(f"{path}: tensor {t['name']!r} field 'shape' must hold integers, got {t['shape']!r}")
+        if t.get("layout", "rows") not in LAYOUTS:
+            raise FormatError(f"{path}: tensor {t['name']!r} has layout {t.get('layout')!r} "
+                              f"unknown to this version; re-convert the checkpoint")
+        ranges.append((*_blob_range(path, f"tensor {t['name']!r}", t, data_start, size), f"tensor {t['name']!r}"))
+    ranges.sort(key=lambda r: r[0])
+    for (a_off, a_n, a), (b_off, b_n, b) in zip(ranges, ranges[1:]):
+        if b_off < a_off + a_n:
+            raise FormatError(f"{path}: {a} and {b} overlap (bytes {a_off}+{a_n} and {b_off}+{b_n}); "
+                              f"the file is corrupt")
+
+
 def read_header(path: str | os.PathLike) -> Header:
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise FormatError(f"{path} is a directory; convert a checkpoint first with "
-                          f"`gemma-convert {path} model.gcpp`")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
         fixed = f.read(_FIXED.size)
         if len(fixed) < _FIXED.size or not fixed.startswith(MAGIC):
             hint = ""
@@ -107,13 +190,9 @@ def read_header(path: str | os.PathLike) -> Header:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
-    for key in ("config", "tensors", "tokenizer", "special"):
-        if key not in meta:
-            raise FormatError(f"{path}: header lacks '{key}'; the file is corrupt")
-    for t in meta["tensors"]:
-        if t.get("layout", "rows") not in LAYOUTS:
-            raise FormatError(f"{path}: tensor {t.get('name')!r} has layout {t.get('layout')!r} "
-                              f"unknown to this version; re-convert the checkpoint")
+    except RecursionError:
+        raise FormatError(f"{path}: header JSON is nested too deeply; the file is corrupt") from None
+    _check_meta(path, meta, data_start, size)
     return Header(path=path, version=version, data_start=data_start, meta=meta, file_size=size)
 
 

@@ -88,8 +88,7 @@ class _CallGuard:
 
 
 def _check_threads(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _core.MAX_THREADS:
-        raise ValueError(f"n_threads must be an int in [1, {_core.MAX_THREADS}], got {n!r}")
+    check("n_threads", n)  # the bound in params.py (the C++ pool's own, MAX_THREADS)
 
 
 def _check_kv_dtype(kv_dtype) -> None:
@@ -122,11 +121,17 @@ class Model:
             meta = self._header.meta
             try:
                 self._core = _core.ModelCore(self._header.path, dict(meta["config"]),
-                                             list(tensor_table(self._header)))
+                                             list(tensor_table(self._header)), self._header.data_start)
             except (RuntimeError, ValueError) as e:
                 raise FormatError(str(e)) from None
             tok = meta["tokenizer"]
-            self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
+            try:
+                self.tokenizer = Tokenizer(self._header.read_blob(tok), meta["special"], meta.get("chat_template"))
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:  # sentencepiece's too
+                if isinstance(e, FormatError):
+                    raise
+                raise FormatError(f"{self._header.path}: the tokenizer or the special token ids are corrupt "
+                                  f"({type(e).__name__}: {e}); re-convert the checkpoint") from None
         cfg = self._header.config
         if n_threads is not None:
             _check_threads(n_threads)

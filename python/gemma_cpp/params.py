@@ -25,6 +25,8 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 KV_DTYPES = ("f32", "f16", "bf16", "int8")
 
 SEED_LIMIT = 1 << 64  # seeds are unsigned 64-bit (the C++ Mersenne Twister's seed type)
+INT32_MAX = (1 << 31) - 1  # counts the C++ core takes as int (top_k, token counts)
+MAX_THREADS = 1024  # ThreadPool::kMaxThreads (the C++ pool's bound; a test checks they agree)
 
 
 class InvalidRequestError(ValueError):
@@ -71,20 +73,23 @@ def _fmt(v: float) -> str:
 
 # Canonical names are the Python API's. The sampler (C++) enforces the same ranges again.
 BOUNDS: dict[str, Bound] = {
-    "max_new_tokens": Bound(int, lo=0),
-    "temperature": Bound(float, lo=0.0),              # 0 = greedy
-    "top_k": Bound(int, lo=0),                        # 0 = off
+    "max_new_tokens": Bound(int, lo=0, hi=INT32_MAX),
+    # 0 = greedy; so small that 1/T overflows float is greedy too (T -> 0), in the C++ sampler
+    "temperature": Bound(float, lo=0.0),
+    "top_k": Bound(int, lo=0, hi=INT32_MAX),          # 0 = off
     "top_p": Bound(float, lo=0.0, hi=1.0, lo_open=True),  # 1 = off
     "min_p": Bound(float, lo=0.0, hi=1.0, hi_open=True),  # 0 = off
     "repetition_penalty": Bound(float, lo=0.0, lo_open=True),  # 1 = off
     "presence_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
+    "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
 }
 
 # What each front calls a canonical parameter, where it differs.
 OPENAI_NAMES = {"max_new_tokens": "max_tokens", "repetition_penalty": "repeat_penalty"}
 CLI_NAMES = {k: "--" + k.replace("_", "-") for k in BOUNDS}
+CLI_NAMES["n_threads"] = "--threads"
 
 
 def json_type_name(v: Any) -> str:
@@ -134,4 +139,4 @@ def resolve_seed(seed: int | None) -> int:
 
 __all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
            "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
-           "OPENAI_NAMES", "CLI_NAMES"]
+           "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS"]

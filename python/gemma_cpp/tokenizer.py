@@ -100,6 +100,11 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate (e.g. "\ud800" in JSON): not text
+            raise ValueError(f"the text holds a lone surrogate {text[e.start]!r} at index {e.start}, which "
+                             f"is not valid Unicode text (a broken UTF-16 pair?)") from None
         ids = [self.bos_id] if add_bos else []
         parts = self._special_re.split(text) if self._special_re else [text]
         for part in parts:

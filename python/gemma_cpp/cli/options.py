@@ -95,7 +95,8 @@ def add_model(p) -> None:
 
 
 def add_threads(p) -> None:
-    p.add_argument("-t", "--threads", type=positive, default=None, help="compute threads (default: all cores)")
+    p.add_argument("-t", "--threads", type=param("n_threads"), default=None,
+                   help="compute threads (default: all cores)")
 
 
 def add_runtime(p, ctx_help="context (KV cache) length; default: the model's") -> None:

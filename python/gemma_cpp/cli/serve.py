@@ -7,6 +7,7 @@ import os
 
 from .common import PROG, CLIError
 from .models import default_model, resolve_model
+from ..openai.guard import DEFAULT_MAX_REQUEST_BYTES  # no FastAPI needed for it
 from .options import add_model, add_runtime, nonneg, positive
 
 
@@ -23,6 +24,9 @@ def add_parser(sub) -> None:
                    help="require 'Authorization: Bearer KEY' (default: $GEMMA_CPP_API_KEY, else no key)")
     p.add_argument("--parallel", "-np", type=positive, default=1, help="requests served at once (default 1)")
     p.add_argument("--alias", default=None, help="model id to report (default: the file name)")
+    p.add_argument("--max-request-bytes", type=positive, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help=f"largest request body accepted; larger ones get HTTP 413 "
+                        f"(default {DEFAULT_MAX_REQUEST_BYTES} = 8 MB)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_runtime(p, ctx_help="context length of each slot (default: the model's)")
     p.set_defaults(func=main)
@@ -42,5 +46,5 @@ def main(args, parser) -> int:
         n_threads = max(1, _core.default_threads() // args.parallel)
     model = Model(path, n_threads=n_threads, max_seq_len=args.ctx, kv_dtype=args.kv_dtype)
     server.serve(model, host=args.host, port=args.port, api_key=args.api_key, parallel=args.parallel,
-                 log_level=args.log_level, model_name=args.alias)
+                 log_level=args.log_level, model_name=args.alias, max_request_bytes=args.max_request_bytes)
     return 0

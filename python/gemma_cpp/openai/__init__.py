@@ -5,6 +5,8 @@
   (the llama-cpp-python-style calls that `Model` offers as methods)
 - server.py: the FastAPI app and `serve` (the [server] extra); not imported here, so this
   package loads without FastAPI
+- guard.py: the server's request limits (body size, JSON depth) and its answer to unexpected
+  exceptions (plain ASGI, no FastAPI import)
 
 Import rule: nothing here imports gemma_cpp.model (the Model is passed in), so model.py can
 import responses.py without a cycle; the server and the CLI sit on top.

@@ -152,7 +152,7 @@ def parse_completion(model, params: dict) -> Request:
         prompt = prompt[0]
     if isinstance(prompt, str):
         text = prompt
-        ids = model.tokenize(prompt, add_bos=True)
+        ids = _tokenize(model, prompt, True, "prompt")
     elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool)
                                                      for t in prompt):
         vocab = model.config.vocab_size
@@ -173,6 +173,13 @@ def parse_completion(model, params: dict) -> Request:
     max_tokens = _check_fits(model, ids, c.pop("max_tokens"), "prompt")
     return Request(kind="completion", prompt_ids=ids, prompt_text=text, max_tokens=max_tokens,
                    echo=_bool(params, "echo"), **c)
+
+
+def _tokenize(model, text: str, add_bos: bool, param: str) -> list[int]:
+    try:
+        return model.tokenize(text, add_bos=add_bos)
+    except ValueError as e:  # e.g. a lone surrogate ("\ud800" is valid JSON, not valid text)
+        raise InvalidRequestError(f"'{param}': {e}", param) from None
 
 
 def _message_text(m: dict, i: int) -> str:
@@ -234,7 +241,7 @@ def parse_chat(model, params: dict) -> Request:
         text = render_chat(model, messages)
     except ChatTemplateError as e:
         raise InvalidRequestError(str(e), e.param or "messages") from None
-    ids = model.tokenize(text, add_bos=False)
+    ids = _tokenize(model, text, False, "messages")
     max_tokens = _check_fits(model, ids, c.pop("max_tokens"), "messages")
     return Request(kind="chat", prompt_ids=ids, prompt_text=text, max_tokens=max_tokens, echo=False, **c)
 

@@ -2,9 +2,10 @@
 
     gemma-cpp serve model.gcpp --port 8080 --parallel 2
 
-Routes: POST /v1/chat/completions, POST /v1/completions (stream or not), GET /v1/models,
-GET /v1/models/{id}, GET /health. Errors have OpenAI's shape
-`{"error": {"message", "type", "param", "code"}}`.
+Routes: POST /v1/chat/completions, POST /v1/completions (stream or not), GET (and HEAD)
+/v1/models, /v1/models/{id}, /health. Errors have OpenAI's shape
+`{"error": {"message", "type", "param", "code"}}`; request limits (body size, JSON depth) and the
+answer to unexpected exceptions live in guard.py.
 
 Concurrency: the server holds N slots (N = --parallel), each a `Model.clone()` with its own KV
 cache; the weights are mapped once and shared. A request takes a free slot (preferring the slot
@@ -37,13 +38,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..generation import Generation
 from ..params import InvalidRequestError
 from . import protocol, responses
+from .guard import DEFAULT_MAX_REQUEST_BYTES, Guard, JSONBodyError, error_body, parse_json
 
 Model = Any  # a gemma_cpp.Model (passed in; this layer does not import model.py)
-
-
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -205,11 +202,13 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
-               model_name: str | None = None) -> FastAPI:
-    """The ASGI app serving `model` with `parallel` slots (clones)."""
+               model_name: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The ASGI app serving `model` with `parallel` slots (clones); request bodies past
+    `max_request_bytes` get 413 (guard.py)."""
     state = ServerState(model, parallel, api_key, model_name)
     app = FastAPI(title="gemma_cpp", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gemma = state
+    app.add_middleware(Guard, max_request_bytes=max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -222,16 +221,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
         return _error(exc.status_code, msg, code="not_found" if exc.status_code == 404 else None,
                       headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, exc: Exception):
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+    # Other exceptions: answered as JSON 500 by the Guard middleware, which keeps the connection.
 
     async def parse(request: Request, parser) -> protocol.Request:
-        raw = await request.body()
+        raw = await request.body()  # the Guard stops it at the size limit (413)
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidRequestError(f"We could not parse the JSON body of your request ({e}).") from None
+            body = parse_json(raw)
+        except JSONBodyError as e:
+            raise InvalidRequestError(str(e)) from None
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
         req = await run_in_threadpool(parser, state.model, body)
@@ -246,6 +243,8 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
             req = await parse(request, parser)
         except InvalidRequestError as e:
             return _error(400, e.message, param=e.param, code=e.code)
+        except ValueError as e:  # any other bad value in the request
+            return _error(400, str(e))
         if req.stream:
             return StreamingResponse(stream(req), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -282,6 +281,8 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
             return _error(400, e.message, param=e.param, code=e.code)
         except ValueError as e:
             return _error(400, str(e))
+        except Exception as e:  # noqa: BLE001 - e.g. non-finite logits from a broken model file
+            return _error(500, f"{type(e).__name__}: {e}", "server_error")
         return JSONResponse(responses.response(req, gen))
 
     async def stream(req: protocol.Request):
@@ -315,14 +316,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     def model_card() -> dict:
         return {"id": state.name, "object": "model", "created": state.created, "owned_by": "gemma_cpp"}
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models(request: Request):
         denied = state.check_auth(request)
         if denied is not None:
             return denied
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
     async def model(model_id: str, request: Request):
         denied = state.check_auth(request)
         if denied is not None:
@@ -332,7 +333,7 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
                           param="model", code="model_not_found")
         return model_card()
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         pool = state.pool
         return {"status": "ok", "model": state.name, "slots_total": len(pool.models), "slots_idle": len(pool.idle),
@@ -357,11 +358,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def serve(model: Model, *, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          parallel: int = 1, log_level: str = "info", model_name: str | None = None) -> None:
+          parallel: int = 1, log_level: str = "info", model_name: str | None = None,
+          max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
     """Serve a loaded `model` (with `parallel` slots) until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
-    app = create_app(model, parallel=parallel, api_key=api_key, model_name=model_name)
+    app = create_app(model, parallel=parallel, api_key=api_key, model_name=model_name,
+                     max_request_bytes=max_request_bytes)
     sock = _bind(host, port)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]

@@ -189,6 +189,7 @@ void Session::attention_block(int l, int n, int pos0) {
       if (c.qk_norm) ops::rms_norm(qh, L.q_norm.data(), hd, c.rms_eps, qh);
       ops::rope_rotate_half(qh, hd, cs, cs + half);
     }
+    kv_.queries_to_key_basis(q, c.n_heads);
     for (int g = 0; g < c.n_kv_heads; ++g) {
       float* kh = k + size_t(g) * hd;
       if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);

@@ -90,3 +90,25 @@ def test_kv_error_is_measured_on_exact_activations(make_gcpp):
     assert kl(exact, "bf16") > 10 * kl(exact, "f16")
     quantized = make_gcpp("g3", dtype="int8")
     assert kl(quantized, "f16") > 10 * kl(exact, "f16")  # the re-rounding floor hides f16's error
+
+
+@pytest.mark.parametrize("kv_dtype", ["f32", "int8"])
+def test_clone_takes_the_cached_prefix(make_gcpp, kv_dtype):
+    """Model.clone() copies the parent's cache: the clone continues without prefilling again, and its
+    logits equal the parent's bit for bit (300 tokens: past g3's sliding-window ring, 8 + 256)."""
+    path = make_gcpp("g3", dtype="int8")
+    ids = _ids(300, seed=3)
+    parent = Model(path, n_threads=2, kv_dtype=kv_dtype)
+    full = parent.logits(ids)  # leaves all 300 tokens cached
+    parent._session.reset()
+    parent._session.eval(ids[:280])
+    clone = parent.clone()
+    assert clone._session.tokens == ids[:280] and clone._session.n_past == 280
+    assert np.array_equal(clone._session.last_logits(), full[279])
+    assert np.array_equal(clone._session.eval(ids[280:], all_logits=True), full[280:])
+    # the parent is untouched by the clone's work, and continues the same way
+    assert np.array_equal(parent._session.eval(ids[280:], all_logits=True), full[280:])
+    # generation from a clone reuses the prefix: same greedy tokens as a fresh model
+    fresh = Model(path, kv_dtype=kv_dtype)
+    assert clone.clone().generate(ids[:290], max_new_tokens=5) == fresh.generate(ids[:290], max_new_tokens=5)
+    assert Model(path).clone()._session.n_past == 0

@@ -179,6 +179,21 @@ void KVCache::add_values(int layer, int g, int slot0, int n, const float* P, int
   });
 }
 
+void KVCache::copy_prefix(const KVCache& o, int n) {
+  if (o.dtype_ != dtype_ || o.cap_ != cap_ || o.kv_dim_ != kv_dim_ || o.max_seq_ != max_seq_ || n < 0 || n > max_seq_)
+    throw std::invalid_argument("KVCache::copy_prefix: the caches differ in shape or type");
+  reserve(n);
+  const size_t row = size_t(kv_dim_) * size_t(elem_bytes_), srow = size_t(scales_per_pos_);
+  for (size_t l = 0; l < cap_.size(); ++l) {
+    // A ring's slots hold positions modulo its capacity: copy all of it.
+    const size_t rows = sliding_[l] ? size_t(cap_[l]) : size_t(n);
+    std::copy_n(o.k_[l].begin(), rows * row, k_[l].begin());
+    std::copy_n(o.v_[l].begin(), rows * row, v_[l].begin());
+    std::copy_n(o.ks_[l].begin(), rows * srow, ks_[l].begin());
+    std::copy_n(o.vs_[l].begin(), rows * srow, vs_[l].begin());
+  }
+}
+
 int64_t KVCache::bytes_per_position() const {
   const int64_t per_layer = 2 * (int64_t(kv_dim_) * elem_bytes_ + 4 * int64_t(scales_per_pos_));
   return per_layer * int64_t(cap_.size());

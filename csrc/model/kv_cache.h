@@ -58,6 +58,10 @@ class KVCache {
   void add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
                   int64_t o_stride) const;
 
+  // Becomes a copy of the first n positions of `o` (a cache of the same config, max_seq, ring and
+  // type): global layers copy rows 0..n-1, sliding layers their whole ring. Throws otherwise.
+  void copy_prefix(const KVCache& o, int n);
+
   // Bytes one position takes in every layer's K and V (what a longer context costs).
   int64_t bytes_per_position() const;
 

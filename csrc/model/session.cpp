@@ -102,6 +102,14 @@ void Session::truncate(int n) {
   tokens_.resize(size_t(n));
 }
 
+void Session::copy_cache_from(const Session& o) {
+  if (o.model_ != model_ || o.max_seq_ != max_seq_ || o.kv_.dtype() != kv_.dtype())
+    throw std::invalid_argument("copy_cache_from: the sessions differ in model, max_seq_len or KV type");
+  if (&o == this) return;
+  kv_.copy_prefix(o.kv_, o.n_past());
+  tokens_ = o.tokens_;
+}
+
 void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_positions,
                       const std::function<void()>& check_interrupt) {
   const ModelConfig& c = model_->config();

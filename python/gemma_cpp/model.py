@@ -70,6 +70,10 @@ class _CallGuard:
         self._lock = threading.Lock()
         self._owner: int | None = None
 
+    def held_here(self) -> bool:
+        """Whether this thread holds the guard (an open stream of this thread)."""
+        return self._owner == threading.get_ident()
+
     @contextlib.contextmanager
     def hold(self):
         me = threading.get_ident()
@@ -202,9 +206,17 @@ class Model:
             self._session.n_threads = n
 
     def clone(self) -> "Model":
-        """A Model sharing these weights with its own KV cache (for another thread)."""
-        return Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
-                     kv_dtype=self.kv_dtype, _share=self)
+        """A Model sharing these weights with its own KV cache (for another thread). The cache starts
+        as a copy of this one's (its tokens' keys and values), so a prompt that continues them is
+        not prefilled again, and the clone's logits equal this Model's bit for bit."""
+        m = Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
+                  kv_dtype=self.kv_dtype, _share=self)
+        if self._lock.held_here():  # an open stream of this thread: paused between tokens, consistent
+            m._session.copy_cache_from(self._session)
+        else:
+            with self._lock.hold():
+                m._session.copy_cache_from(self._session)
+        return m
 
     def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
         """Token ids of `text` (a str, or UTF-8 bytes as llama-cpp-python takes), BOS first by default."""

@@ -2,6 +2,8 @@
 # Kept separate from CMakeLists.txt so a plain cross build (NEON under qemu) can reuse it.
 
 set(GEMMA_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/cpu_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/io/mapped_file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/isa.cpp
@@ -15,6 +17,7 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/workspace.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/sampler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/logits_processors.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/generator.cpp

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -42,6 +44,50 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def cpp_test_binary(tmp_path_factory):
+    """cpp_test_binary(name) -> path of the C++ test program `name` (tests/cpp/): the dev build's
+    (GEMMA_BUILD_TESTS=ON ./dev-build.sh puts it in build/dev), else one fresh build of them all."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    built: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        exe = os.path.join(root, "build", "dev", name)
+        if os.path.exists(exe):
+            return exe
+        if "dir" not in built:
+            if shutil.which("cmake") is None:
+                pytest.skip("cmake is not installed")
+            build = tmp_path_factory.mktemp("cpp-build")
+            cfg = subprocess.run(["cmake", "-S", root, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                                  "-DGEMMA_BUILD_PYTHON=OFF", "-DGEMMA_BUILD_TESTS=ON"],
+                                 capture_output=True, text=True, timeout=300)
+            assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+            b = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "kernel_tests", "backend_ops"],
+                               capture_output=True, text=True, timeout=900)
+            assert b.returncode == 0, b.stdout[-4000:] + b.stderr[-4000:]
+            built["dir"] = str(build)
+        return os.path.join(built["dir"], name)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def neon_qemu(tmp_path_factory) -> str:
+    """The output (stdout, then the tail of stderr) of the C++ tests (kernel_tests, then
+    backend_ops for the NEON backend) cross-compiled for aarch64 and run under qemu-user: built
+    and run once per test session."""
+    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install g++-aarch64-linux-gnu qemu-user)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([os.path.join(root, "tests", "cpp", "run_neon_qemu.sh"), str(tmp_path_factory.mktemp("neon")),
+                        "kernel_tests", "backend_ops"], capture_output=True, text=True, timeout=600)
+    # Each test reads its program's summary line from the output (the script stops at the first
+    # program that fails, so a missing line is a failure too).
+    return r.stdout + r.stderr[-4000:]
 
 
 @pytest.fixture(scope="session")

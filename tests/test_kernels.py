@@ -9,7 +9,6 @@ difference is the activation quantisation, bounded exactly below). Then whole mo
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -178,35 +177,18 @@ def test_roundtrip_error(dtype, qmin, qmax):
     assert np.abs(err[5]).max() < 1e-3 * {"int8": 0.03, "int4": 0.4}[dtype]
 
 
-def test_cpp_kernel_tests_binary(tmp_path):
+def test_cpp_kernel_tests_binary(cpp_test_binary):
     """The C++ kernel tests (tests/cpp/kernel_tests.cpp): the dev build's binary, or a fresh build."""
-    exe = os.path.join(ROOT, "build", "dev", "kernel_tests")
-    if not os.path.exists(exe):
-        if shutil.which("cmake") is None:
-            pytest.skip("cmake is not installed")
-        build = tmp_path / "build"
-        cfg = subprocess.run(["cmake", "-S", ROOT, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                              "-DGEMMA_BUILD_PYTHON=OFF", "-DGEMMA_BUILD_TESTS=ON"],
-                             capture_output=True, text=True, timeout=300)
-        assert cfg.returncode == 0, cfg.stdout + cfg.stderr
-        b = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "kernel_tests"],
-                           capture_output=True, text=True, timeout=600)
-        assert b.returncode == 0, b.stdout[-4000:] + b.stderr[-4000:]
-        exe = str(build / "kernel_tests")
-    r = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([cpp_test_binary("kernel_tests")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failures" in r.stdout, r.stdout
 
 
-def test_neon_kernels_under_qemu(tmp_path):
+def test_neon_kernels_under_qemu(neon_qemu):
     """Cross-compiles the kernel tests for aarch64 and runs the NEON dotprod kernels in qemu."""
-    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (apt-get install g++-aarch64-linux-gnu qemu-user)")
-    r = subprocess.run([os.path.join(ROOT, "tests", "cpp", "run_neon_qemu.sh"), str(tmp_path)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "ISAs available: scalar neon" in r.stdout and " 0 failures" in r.stdout, r.stdout
+    assert "ISAs available: scalar neon" in neon_qemu and "kernel_tests: " in neon_qemu, neon_qemu
+    assert [line for line in neon_qemu.splitlines() if line.startswith("kernel_tests: ") and "checks" in line][0] \
+        .endswith(" 0 failures"), neon_qemu
 
 
 # ---------------------------------------------------------------------------- whole models

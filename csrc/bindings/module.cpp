@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "backend/cpu/thread_pool.h"
 #include "decode/generator.h"
 #include "kernels/isa.h"
 #include "kernels/matmul.h"

@@ -152,31 +152,12 @@ const float* KVCache::scale(const std::vector<std::vector<float>>& s, int layer,
                                : nullptr;
 }
 
-// The element type behind each KvDType, for the typed vector kernels.
-template <typename F>
-static void with_element_type(KvDType t, const uint8_t* rows, F&& f) {
-  switch (t) {
-    case KvDType::F32: f(reinterpret_cast<const float*>(rows)); break;
-    case KvDType::BF16: f(reinterpret_cast<const uint16_t*>(rows)); break;
-    case KvDType::F16: f(reinterpret_cast<const vec::Half*>(rows)); break;
-    case KvDType::Q8: f(reinterpret_cast<const int8_t*>(rows)); break;
-  }
+KVCache::Rows KVCache::keys(int layer, int g, int slot) const {
+  return {dtype_, row(k_[size_t(layer)], slot, g), kv_dim_, scale(ks_, layer, slot, g), scales_per_pos_};
 }
 
-void KVCache::dot_keys(int layer, int g, int slot0, int n, const float* Q, int64_t q_stride, int nq,
-                       float* scores, int64_t s_stride) const {
-  const float* sc = scale(ks_, layer, slot0, g);
-  with_element_type(dtype_, row(k_[size_t(layer)], slot0, g), [&](auto K) {
-    vec::dot_rows_multi(Q, q_stride, nq, K, kv_dim_, sc, scales_per_pos_, n, head_dim_, scores, s_stride);
-  });
-}
-
-void KVCache::add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
-                         int64_t o_stride) const {
-  const float* sc = scale(vs_, layer, slot0, g);
-  with_element_type(dtype_, row(v_[size_t(layer)], slot0, g), [&](auto V) {
-    vec::weighted_sum_rows_multi(P, p_stride, nq, V, kv_dim_, sc, scales_per_pos_, n, head_dim_, out, o_stride);
-  });
+KVCache::Rows KVCache::values(int layer, int g, int slot) const {
+  return {dtype_, row(v_[size_t(layer)], slot, g), kv_dim_, scale(vs_, layer, slot, g), scales_per_pos_};
 }
 
 void KVCache::copy_prefix(const KVCache& o, int n) {

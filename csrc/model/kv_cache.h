@@ -47,16 +47,22 @@ class KVCache {
 
   // Brings n_heads query heads (q, head_dim floats each) into the basis keys are stored in:
   // int8 rotates each block of 32 by H / 32 (see above); the other types store keys as they are.
+  // The attention block calls it after RoPE, before the backend's attention reads the keys.
   void queries_to_key_basis(float* q, int n_heads) const;
 
-  // For the nq query heads Q + h * q_stride (h < nq) that share KV head g, over the n slots
-  // slot0 .. slot0 + n - 1 (each row read once for all of them):
-  //   scores[h * s_stride + j] = q_h . k[slot0 + j]
-  void dot_keys(int layer, int g, int slot0, int n, const float* Q, int64_t q_stride, int nq, float* scores,
-                int64_t s_stride) const;
-  //   out[h * o_stride + i] += sum_j p[h * p_stride + j] * v[slot0 + j][i]
-  void add_values(int layer, int g, int slot0, int n, const float* P, int64_t p_stride, int nq, float* out,
-                  int64_t o_stride) const;
+  // The keys (values) of KV head g of `layer` from `slot` on, as the attention kernels read them
+  // (backend/): element type, first row, elements from one slot's row to the next, and for int8
+  // the block scales (scale[j * scale_stride + i / vec::kKvBlock] for element i of slot + j;
+  // scale_stride = scales per position; null otherwise).
+  struct Rows {
+    KvDType dtype;
+    const uint8_t* data;
+    int64_t stride;
+    const float* scale;
+    int64_t scale_stride;
+  };
+  Rows keys(int layer, int g, int slot) const;
+  Rows values(int layer, int g, int slot) const;
 
   // Becomes a copy of the first n positions of `o` (a cache of the same config, max_seq, ring and
   // type): global layers copy rows 0..n-1, sliding layers their whole ring. Throws otherwise.

@@ -8,17 +8,19 @@
 // Attn: q, k, v = qkv(h); [q, k = QKNorm(q), QKNorm(k)]; rope(q), rope(k) (rotate-half);
 // scores = SoftCap(q.k * query_scale) over causal (and, on sliding layers, windowed) keys;
 // softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
+// (An int8 cache stores keys rotated block by block: the roped q is rotated to match before
+// attention, KVCache::queries_to_key_basis, which leaves q.k as it was.)
+//
+// Each step below is one Backend op per chunk of tokens (backend/backend.h) on the Workspace's
+// buffers: this file says what is computed and in which order, the backend how.
 #include "model/session.h"
 
-#include <atomic>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include "kernels/ops.h"
-#include "kernels/vec.h"
+#include "backend/cpu/cpu_backend.h"
 
 namespace gemma {
 
@@ -45,43 +47,20 @@ static int checked_max_seq(const ModelConfig& c, int max_seq_len) {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype)
+    : Session(std::move(model), max_seq_len, std::unique_ptr<Backend>(new CpuBackend(n_threads)), kv_dtype) {}
+
+Session::Session(std::shared_ptr<const Model> model, int max_seq_len, std::unique_ptr<Backend> backend,
+                 KvDType kv_dtype)
     : model_(std::move(model)),
       max_seq_(checked_max_seq(model_->config(), max_seq_len)),
-      pool_(new ThreadPool(std::max(1, n_threads))),
+      backend_(std::move(backend)),
       chunk_(prefill_chunk(max_seq_)),
-      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype) {
+      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype),
+      ws_(model_->config(), chunk_) {
+  if (!backend_) throw std::invalid_argument("Session: no backend");
   const ModelConfig& c = model_->config();
   inv_freq_global_ = rope_inv_freq(c.head_dim, c.rope_theta_global, c.rope_scale_global);
   inv_freq_local_ = rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f);
-
-  const size_t C = size_t(chunk_);
-  x_.resize(C * size_t(c.d_model));
-  xn_.resize(C * size_t(c.d_model));
-  qkv_.resize(C * size_t(c.q_dim() + 2 * c.kv_dim()));
-  attn_out_.resize(C * size_t(c.q_dim()));
-  proj_.resize(C * size_t(c.d_model));
-  ffn_.resize(C * 2 * size_t(c.ffn_dim));
-  act_.resize(C * size_t(c.ffn_dim));
-  rope_cs_.resize(C * 2 * size_t(c.head_dim));  // per token: cos[half], sin[half] for global, local
-}
-
-void Session::set_n_threads(int n) {
-  // The new pool is complete before the old one goes (a failure leaves the session as it was);
-  // attention's per-thread score rows are re-laid out for it at the next forward.
-  std::unique_ptr<ThreadPool> pool(new ThreadPool(std::max(1, n)));
-  pool_.swap(pool);
-  scores_stride_ = 0;
-}
-
-void Session::reserve_scores(int n_positions) {
-  // Per thread, one row of attention scores for each query head of a KV group, as long as the
-  // longest key run so far: memory follows the context actually used, not max_seq_len.
-  const int group = model_->config().n_heads / model_->config().n_kv_heads;
-  const int have = scores_stride_ / group;
-  if (n_positions <= have) return;
-  const int len = std::min(max_seq_, std::max({n_positions, have + have / 2, 256}));
-  scores_stride_ = len * group;
-  scores_.assign(size_t(pool_->size()) * size_t(scores_stride_), 0.f);
 }
 
 bool Session::can_truncate(int n) const {
@@ -123,7 +102,6 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
                                   std::to_string(i) + " is outside the vocabulary [0, " +
                                   std::to_string(c.vocab_size) + ")");
   kv_.reserve(n_past() + n);
-  reserve_scores(n_past() + n);
   const int start = n_past();
   for (int done = 0; done < n; done += chunk_) {
     const int m = std::min(chunk_, n - done);
@@ -151,62 +129,49 @@ void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logit
 // x[t] = embed[token t] * float32(sqrt(d)).
 void Session::embed(const int32_t* tokens, int n) {
   const ModelConfig& c = model_->config();
-  const int d = c.d_model;
-  for (int t = 0; t < n; ++t) {
-    float* x = &x_[size_t(t) * d];
-    dequantize_row(model_->embed(), tokens[t], x);
-    for (int i = 0; i < d; ++i) x[i] *= c.embed_scale;
-  }
+  backend_->embed(model_->embed(), tokens, n, c.embed_scale, ws_.x.data(), c.d_model);
 }
 
 // Rope cos/sin per token for the global and local bases: angle = float(pos) * inv_freq (float32).
 void Session::rope_angles(int n, int pos0) {
-  const int hd = model_->config().head_dim, half = hd / 2;
-  for (int t = 0; t < n; ++t) {
-    float* cs = &rope_cs_[size_t(t) * 2 * hd];
-    const float p = float(pos0 + t);
-    for (int i = 0; i < half; ++i) {
-      const float ag = p * inv_freq_global_[size_t(i)];
-      const float al = p * inv_freq_local_[size_t(i)];
-      cs[i] = std::cos(ag);
-      cs[half + i] = std::sin(ag);
-      cs[hd + i] = std::cos(al);
-      cs[hd + half + i] = std::sin(al);
-    }
-  }
+  const int hd = model_->config().head_dim;
+  backend_->rope_table(inv_freq_global_.data(), hd / 2, pos0, n, ws_.rope_cs.data(), 2 * hd);
+  backend_->rope_table(inv_freq_local_.data(), hd / 2, pos0, n, ws_.rope_cs.data() + hd, 2 * hd);
 }
 
 // x += PostNorm_a(o( Attn( QKNorm+RoPE( qkv( Norm_a(x) ) ) ) ))
 void Session::attention_block(int l, int n, int pos0) {
   const ModelConfig& c = model_->config();
   const LayerWeights& L = model_->layer(l);
-  const int d = c.d_model, hd = c.head_dim, half = hd / 2, kv_dim = c.kv_dim();
-  const int qkv_dim = c.q_dim() + 2 * kv_dim;
+  Backend& be = *backend_;
+  const int d = c.d_model, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const int qkv_dim = q_dim + 2 * kv_dim;
   const bool sliding = c.layer_sliding[size_t(l)] != 0;
+  float* q = ws_.qkv.data();
+  float* k = q + q_dim;
+  const float* v = k + kv_dim;
 
-  for (int t = 0; t < n; ++t)
-    ops::rms_norm(&x_[size_t(t) * d], L.attn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-  matmul(L.qkv, xn_.data(), n, qkv_.data(), qkv_dim, *pool_);
-  for (int t = 0; t < n; ++t) {
-    float* q = &qkv_[size_t(t) * qkv_dim];
-    float* k = q + c.q_dim();
-    const float* v = k + kv_dim;
-    const float* cs = &rope_cs_[size_t(t) * 2 * hd] + (sliding ? hd : 0);
-    for (int h = 0; h < c.n_heads; ++h) {
-      float* qh = q + size_t(h) * hd;
-      if (c.qk_norm) ops::rms_norm(qh, L.q_norm.data(), hd, c.rms_eps, qh);
-      ops::rope_rotate_half(qh, hd, cs, cs + half);
-    }
-    kv_.queries_to_key_basis(q, c.n_heads);
-    for (int g = 0; g < c.n_kv_heads; ++g) {
-      float* kh = k + size_t(g) * hd;
-      if (c.qk_norm) ops::rms_norm(kh, L.k_norm.data(), hd, c.rms_eps, kh);
-      ops::rope_rotate_half(kh, hd, cs, cs + half);
-    }
-    kv_.store(l, kv_.slot(l, pos0 + t), k, v);
+  be.rms_norm(ws_.x.data(), d, ws_.xn.data(), d, n, 1, d, L.attn_norm.data(), c.rms_eps);
+  be.matmul(L.qkv, ws_.xn.data(), n, ws_.qkv.data(), qkv_dim);
+  if (c.qk_norm) {
+    be.rms_norm(q, qkv_dim, q, qkv_dim, n, c.n_heads, hd, L.q_norm.data(), c.rms_eps);
+    be.rms_norm(k, qkv_dim, k, qkv_dim, n, c.n_kv_heads, hd, L.k_norm.data(), c.rms_eps);
   }
-  attention(l, n, pos0);
-  matmul(L.o, attn_out_.data(), n, proj_.data(), d, *pool_);
+  const float* cs = ws_.rope_cs.data() + (sliding ? hd : 0);
+  be.rope(q, qkv_dim, n, c.n_heads, hd, cs, 2 * hd);
+  be.rope(k, qkv_dim, n, c.n_kv_heads, hd, cs, 2 * hd);
+  // int8 keys are stored rotated (KVCache): bring the roped queries into their basis.
+  for (int t = 0; t < n; ++t) kv_.queries_to_key_basis(q + size_t(t) * qkv_dim, c.n_heads);
+  be.store_kv(kv_, l, pos0, n, k, v, qkv_dim);
+  AttentionParams p;
+  p.n_heads = c.n_heads;
+  p.n_kv_heads = c.n_kv_heads;
+  p.head_dim = hd;
+  p.window = sliding ? c.sliding_window : 0;
+  p.query_scale = c.query_scale;
+  p.softcap = c.attn_softcap;
+  be.attention(kv_, l, p, q, qkv_dim, n, pos0, ws_.attn_out.data(), q_dim);
+  be.matmul(L.o, ws_.attn_out.data(), n, ws_.proj.data(), d);
   add_residual(n, c.sandwich_norms ? L.post_attn_norm.data() : nullptr);
 }
 
@@ -214,26 +179,12 @@ void Session::attention_block(int l, int n, int pos0) {
 void Session::mlp_block(int l, int n) {
   const ModelConfig& c = model_->config();
   const LayerWeights& L = model_->layer(l);
+  Backend& be = *backend_;
   const int d = c.d_model, F = c.ffn_dim;
-  for (int t = 0; t < n; ++t)
-    ops::rms_norm(&x_[size_t(t) * d], L.ffn_norm.data(), d, c.rms_eps, &xn_[size_t(t) * d]);
-  matmul(L.gate_up, xn_.data(), n, ffn_.data(), 2 * F, *pool_);
-  const auto geglu_tokens = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* gu = &ffn_[size_t(t) * 2 * F];
-      if (c.gelu_tanh) {
-        vec::geglu_tanh(gu, gu + F, F, &act_[size_t(t) * F]);
-      } else {
-        ops::geglu(gu, gu + F, F, false, &act_[size_t(t) * F]);
-      }
-    }
-  };
-  if (int64_t(n) * F > 65536) {
-    pool_->parallel_for(n, 1, geglu_tokens);
-  } else {
-    geglu_tokens(0, n);
-  }
-  matmul(L.down, act_.data(), n, proj_.data(), d, *pool_);
+  be.rms_norm(ws_.x.data(), d, ws_.xn.data(), d, n, 1, d, L.ffn_norm.data(), c.rms_eps);
+  be.matmul(L.gate_up, ws_.xn.data(), n, ws_.ffn.data(), 2 * F);
+  be.geglu(ws_.ffn.data(), ws_.ffn.data() + F, 2 * F, n, F, c.gelu_tanh, ws_.act.data(), F);
+  be.matmul(L.down, ws_.act.data(), n, ws_.proj.data(), d);
   add_residual(n, c.sandwich_norms ? L.post_ffn_norm.data() : nullptr);
 }
 
@@ -241,12 +192,8 @@ void Session::mlp_block(int l, int n) {
 void Session::add_residual(int n, const float* post_norm) {
   const ModelConfig& c = model_->config();
   const int d = c.d_model;
-  for (int t = 0; t < n; ++t) {
-    float* o = &proj_[size_t(t) * d];
-    if (post_norm) ops::rms_norm(o, post_norm, d, c.rms_eps, o);
-    float* x = &x_[size_t(t) * d];
-    for (int i = 0; i < d; ++i) x[i] += o[i];
-  }
+  if (post_norm) backend_->rms_norm(ws_.proj.data(), d, ws_.proj.data(), d, n, 1, d, post_norm, c.rms_eps);
+  backend_->add(ws_.x.data(), ws_.proj.data(), int64_t(n) * d);
 }
 
 // logits = SoftCap( Norm(x) . embed^T ), for every position or just the last one.
@@ -255,56 +202,10 @@ void Session::final_logits(int n, bool all_positions, float* logits_out) {
   const int d = c.d_model;
   const int first = all_positions ? 0 : n - 1;
   const int rows = n - first;
-  for (int t = first; t < n; ++t)
-    ops::rms_norm(&x_[size_t(t) * d], model_->final_norm().data(), d, c.rms_eps, &xn_[size_t(t - first) * d]);
-  matmul(model_->embed(), xn_.data(), rows, logits_out, c.vocab_size, *pool_);
-  if (c.final_softcap > 0) ops::soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
-}
-
-void Session::attention(int l, int n, int pos0) {
-  const ModelConfig& c = model_->config();
-  const int hd = c.head_dim, kv_dim = c.kv_dim(), qkv_dim = c.q_dim() + 2 * kv_dim;
-  const int group = c.n_heads / c.n_kv_heads;
-  const bool sliding = c.layer_sliding[size_t(l)] != 0;
-  const int cap = kv_.capacity(l);
-
-  // Threads only pay off with enough work; tiny models would spend more time waking them.
-  // (token, KV head) pairs are handed out one at a time (their costs differ with the position);
-  // the `group` query heads of a KV head go together, so each K and V row is read once for them.
-  const bool parallel = int64_t(n) * c.n_heads * (pos0 + n) * hd > (int64_t(1) << 15);
-  const int pairs = n * c.n_kv_heads;
-  const int64_t stride = scores_stride_ / group;  // scores of one head
-  std::atomic<int> next{0};
-  const auto worker = [&](int thread) {
-    float* scores = &scores_[size_t(thread) * size_t(scores_stride_)];
-    for (int i = next.fetch_add(1, std::memory_order_relaxed); i < pairs;
-         i = next.fetch_add(1, std::memory_order_relaxed)) {
-      const int t = i / c.n_kv_heads, g = i % c.n_kv_heads;
-      const int pos = pos0 + t;
-      const int lo = sliding ? std::max(0, pos - c.sliding_window + 1) : 0;
-      const int nk = pos - lo + 1;
-      // Keys lo..pos; a sliding layer's ring may wrap, splitting them into two runs of slots.
-      const float* q = &qkv_[size_t(t) * qkv_dim + size_t(g) * group * hd];
-      const int s0 = lo % cap, first = std::min(nk, cap - s0);
-      kv_.dot_keys(l, g, s0, first, q, hd, group, scores, stride);
-      if (first < nk) kv_.dot_keys(l, g, 0, nk - first, q, hd, group, scores + first, stride);
-      for (int h = 0; h < group; ++h) {
-        float* sh = scores + h * stride;
-        for (int j = 0; j < nk; ++j) sh[j] *= c.query_scale;
-        if (c.attn_softcap > 0) ops::soft_cap(sh, nk, c.attn_softcap);
-        ops::softmax(sh, nk);
-      }
-      float* out = &attn_out_[size_t(t) * c.q_dim() + size_t(g) * group * hd];
-      std::fill(out, out + size_t(group) * hd, 0.f);
-      kv_.add_values(l, g, s0, first, scores, stride, group, out, hd);
-      if (first < nk) kv_.add_values(l, g, 0, nk - first, scores + first, stride, group, out, hd);
-    }
-  };
-  if (parallel) {
-    pool_->run(pool_->size(), worker);
-  } else {
-    worker(0);
-  }
+  backend_->rms_norm(ws_.x.data() + size_t(first) * d, d, ws_.xn.data(), d, rows, 1, d, model_->final_norm().data(),
+                     c.rms_eps);
+  backend_->matmul(model_->embed(), ws_.xn.data(), rows, logits_out, c.vocab_size);
+  if (c.final_softcap > 0) backend_->soft_cap(logits_out, int64_t(rows) * c.vocab_size, c.final_softcap);
 }
 
 }  // namespace gemma

@@ -1,29 +1,35 @@
-// One conversation's state: the KV cache and the scratch buffers of the forward pass.
-// A Session is used by one thread at a time; the Model it reads is shared and immutable.
+// One conversation's state and its forward pass: the weights it reads (a Model, shared and
+// immutable), its KVCache, its Workspace (scratch) and the Backend that runs every op.
+// A Session is used by one thread at a time.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "backend/backend.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
+#include "model/workspace.h"
 
 namespace gemma {
 
 class Session {
  public:
   // max_seq_len: positions this session may hold (<= the model's max_position).
+  // The CPU backend on n_threads threads (kernels of the active ISA).
   Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype = KvDType::F32);
+  Session(std::shared_ptr<const Model> model, int max_seq_len, std::unique_ptr<Backend> backend,
+          KvDType kv_dtype = KvDType::F32);
 
   const Model& model() const { return *model_; }
   int max_seq_len() const { return max_seq_; }
   int n_past() const { return int(tokens_.size()); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  int n_threads() const { return pool_->size(); }
+  int n_threads() const { return backend_->n_threads(); }
   const KVCache& kv_cache() const { return kv_; }
-  void set_n_threads(int n);
+  Backend& backend() { return *backend_; }
+  void set_n_threads(int n) { backend_->set_n_threads(n); }
 
   void reset() { tokens_.clear(); }
   // Whether the cache can be cut back to its first n tokens (sliding-window ring buffers
@@ -42,25 +48,20 @@ class Session {
                const std::function<void()>& check_interrupt = {});
 
  private:
-  // The forward pass of one chunk of n tokens at positions pos0.., as named steps. Buffers
-  // (per token t of the chunk): x_ [n][d] the residual stream; xn_ [n][d] its normed copy;
-  // qkv_ [n][q_dim + 2 kv_dim]; attn_out_ [n][q_dim]; proj_ [n][d] a block's output before the
-  // residual add; ffn_ [n][2 ffn] gate | up; act_ [n][ffn] GeGLU; rope_cs_ [n][2 head_dim]
-  // cos | sin for the global then the local base; scores_ per thread, attention's rows.
+  // The forward pass of one chunk of n tokens at positions pos0.., as named steps over the
+  // Workspace's buffers (workspace.h says what each holds), every op through backend_.
   void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
                      const std::function<void()>& check_interrupt);
   void embed(const int32_t* tokens, int n);
   void rope_angles(int n, int pos0);
   void attention_block(int layer, int n, int pos0);
-  void attention(int layer, int n, int pos0);  // attn_out_ from qkv_ and the KV cache
   void mlp_block(int layer, int n);
   void add_residual(int n, const float* post_norm);
   void final_logits(int n, bool all_positions, float* logits_out);
-  void reserve_scores(int n_positions);
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
-  std::unique_ptr<ThreadPool> pool_;  // this session's compute threads (the caller is one of them)
+  std::unique_ptr<Backend> backend_;
   int chunk_;  // tokens per prefill chunk
   std::vector<int32_t> tokens_;
 
@@ -70,9 +71,7 @@ class Session {
   // Rope tables: inverse frequencies for global and local (sliding) layers.
   std::vector<float> inv_freq_global_, inv_freq_local_;
 
-  // Scratch, sized once for a full chunk: no allocation in the token loop.
-  std::vector<float> x_, xn_, qkv_, attn_out_, proj_, ffn_, act_, scores_, rope_cs_;
-  int scores_stride_ = 0;  // floats per thread in scores_ (grown by reserve_scores)
+  Workspace ws_;  // sized once for a full chunk: no allocation in the token loop
 };
 
 }  // namespace gemma

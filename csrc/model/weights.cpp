@@ -169,11 +169,3 @@ Model::Model(const std::string& path, const ModelConfig& config,
 }
 
 }  // namespace gemma
-
-void gemma::matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool) {
-  int64_t r0 = 0;
-  for (const WeightView& s : W.slices) {
-    matmul(s, X, T, Y + r0, ldy, pool);
-    r0 += s.rows;
-  }
-}

@@ -30,9 +30,6 @@ struct SlicedWeight {
   int64_t rows = 0, cols = 0;
 };
 
-// Y (T x ldy, first W.rows columns) = X W^T, slice by slice.
-void matmul(const SlicedWeight& W, const float* X, int64_t T, float* Y, int64_t ldy, ThreadPool& pool);
-
 struct LayerWeights {
   SlicedWeight qkv;      // [(n_heads + 2 * n_kv_heads) * head_dim, d_model]: q, k, v stacked
   WeightView o;          // [d_model, n_heads * head_dim]

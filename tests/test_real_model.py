@@ -169,6 +169,8 @@ def test_source_import_quality_and_size(real_f32, real_gguf, tmp_path_factory):
     assert os.path.getsize(out) <= os.path.getsize(real_gguf)
     m = Model(out, max_seq_len=128)
     assert m.generate(GREEDY_PROMPT, max_new_tokens=6).startswith(" 100 degrees Celsius")
+    if not os.path.exists("/usr/share/common-licenses/GPL-3"):
+        pytest.skip("needs /usr/share/common-licenses/GPL-3 (Debian's base-files)")
     with open("/usr/share/common-licenses/GPL-3", encoding="utf-8") as f:
         tokens = m.tokenize(f.read(), add_bos=True)
     nll, nll_f32, kl = [], [], []
@@ -205,6 +207,27 @@ def test_quantised_quality(real_f32, real_gguf, tmp_path_factory, dtype, max_kl,
     top1 = float((base.argmax(-1) == quant.argmax(-1)).mean())
     print(f"{dtype}: mean KL {kl:.2e}, top-1 {top1:.3f}")
     assert kl < max_kl and top1 >= min_top1
+
+
+# Measured over the first 512 tokens of GPL-3: f16 KL 5e-7, bf16 3e-5, int8 3e-4 (the issue's bar:
+# int8 <= 1e-3 at <= 30% of f32's bytes). f32 weights, so that the cache is the only difference
+# (with int8 weights any cache change re-rounds the int8 activations: a floor near 3e-3).
+@pytest.mark.parametrize("kv_dtype,max_kl,max_bytes", [("f16", 1e-5, 0.5), ("bf16", 3e-4, 0.5), ("int8", 1e-3, 0.3)])
+def test_kv_cache_quality(real_f32, kv_dtype, max_kl, max_bytes):
+    from gemma_cpp import Model
+
+    if not os.path.exists("/usr/share/common-licenses/GPL-3"):
+        pytest.skip("needs /usr/share/common-licenses/GPL-3 (Debian's base-files)")
+    with open("/usr/share/common-licenses/GPL-3", encoding="utf-8") as f:
+        ids = real_f32.tokenize(f.read())[:512]
+    assert len(ids) == 512
+    base = _log_softmax(real_f32.logits(ids).astype(np.float64))
+    m = Model(real_f32.path, max_seq_len=512, kv_dtype=kv_dtype)
+    quant = _log_softmax(m.logits(ids).astype(np.float64))
+    kl = float((np.exp(base) * (base - quant)).sum(-1).mean())
+    print(f"{kv_dtype} cache: mean KL {kl:.2e} over 512 positions, {m.kv_bytes_per_token} bytes/token")
+    assert real_f32.kv_dtype == "f32" and 0 < kl < max_kl
+    assert m.kv_bytes_per_token <= max_bytes * real_f32.kv_bytes_per_token
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -250,6 +250,8 @@ PYBIND11_MODULE(_core, m) {
       .def("seed", &Generator::reseed)
       .def("reset", &Generator::reset)
       .def("truncate", &Generator::truncate)
+      .def("copy_cache_from", &Generator::copy_cache_from, py::arg("other"),
+           py::call_guard<py::gil_scoped_release>())
       .def("can_truncate", [](Generator& g, int n) { return g.session().can_truncate(n); })
       .def_property_readonly("n_past", [](Generator& g) { return g.session().n_past(); })
       .def_property_readonly("tokens", [](Generator& g) { return g.session().tokens(); })

@@ -187,6 +187,13 @@ void Generator::reset() {
   has_last_ = false;
 }
 
+void Generator::copy_cache_from(const Generator& o) {
+  session_.copy_cache_from(o.session_);
+  end_generation();
+  last_ = o.last_;
+  has_last_ = o.has_last_;
+}
+
 void Generator::truncate(int n) {
   session_.truncate(n);
   end_generation();

@@ -72,6 +72,8 @@ class Generator {
   void reseed(uint64_t seed) { sampler_.reseed(seed); }
   void reset();
   void truncate(int n);
+  // Takes a copy of o's cached tokens (their keys and values) and last logits; no generation runs.
+  void copy_cache_from(const Generator& o);
 
  private:
   void forward(const int32_t* tokens, int n, float* all_logits_out, const Check& check);

@@ -1,6 +1,8 @@
 // Scalar reference of the attention vector kernels, and their dispatch.
 #include "kernels/vec.h"
 
+#include <algorithm>
+
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
 
@@ -35,8 +37,16 @@ void dot_rows_t(const float* q, const E* K, int64_t stride, const float* scale, 
   for (int64_t j = 0; j < nk; ++j) {
     const E* k = K + j * stride;
     float s = 0.f;
-    for (int64_t i = 0; i < n; ++i) s += q[i] * to_float(k[i]);
-    out[j] = scale ? s * scale[j * scale_stride] : s;
+    if (!scale) {
+      for (int64_t i = 0; i < n; ++i) s += q[i] * to_float(k[i]);
+    } else {
+      for (int64_t b0 = 0; b0 < n; b0 += kKvBlock) {
+        float bs = 0.f;
+        for (int64_t i = b0; i < std::min<int64_t>(n, b0 + kKvBlock); ++i) bs += q[i] * to_float(k[i]);
+        s += bs * scale[j * scale_stride + b0 / kKvBlock];
+      }
+    }
+    out[j] = s;
   }
 }
 
@@ -45,8 +55,10 @@ void weighted_sum_rows_t(const float* p, const E* V, int64_t stride, const float
                          int64_t nk, int64_t n, float* out) {
   for (int64_t j = 0; j < nk; ++j) {
     const E* v = V + j * stride;
-    const float w = scale ? p[j] * scale[j * scale_stride] : p[j];
-    for (int64_t i = 0; i < n; ++i) out[i] += w * to_float(v[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const float w = scale ? p[j] * scale[j * scale_stride + i / kKvBlock] : p[j];
+      out[i] += w * to_float(v[i]);
+    }
   }
 }
 

@@ -14,8 +14,12 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 
-// Rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or int8 with one
-// float scale per row (a KV cache's element types) go through the *_multi kernels below.
+// Rows stored as bf16, f16 (IEEE half, wrapped in Half to tell it from bf16) or int8 with a
+// float scale per block of kKvBlock values (a KV cache's element types) go through the *_multi
+// kernels below. With a scale, row j's values i are scale[j * scale_stride + i / kKvBlock] * E
+// (a last, shorter block has its own scale); without one (null), they are E widened to float.
+constexpr int kKvBlock = 32;
+
 struct Half {
   uint16_t bits;
 };
@@ -25,7 +29,8 @@ struct Half {
 // arithmetic is exactly that of dot_rows / weighted_sum_rows above:
 //   out[h * out_stride + j] = q_h . row j,  q_h = Q + h * q_stride              (h < nq)
 //   out[h * out_stride + i] += sum_j P[h * p_stride + j] * row j [i]
-// E is float, uint16_t (bf16), Half (f16) or int8_t (with scale; null scale = 1).
+// E is float, uint16_t (bf16), Half (f16) or int8_t (with block scales; null scale = 1). With a scale,
+// dot products are summed per block, each block's sum times its scale added in block order.
 template <typename E>
 void dot_rows_multi(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
                     int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride);

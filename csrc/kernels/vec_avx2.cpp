@@ -127,8 +127,8 @@ static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 static inline float to_float(float v) { return v; }
 
 template <int M, typename E>
-static void dot_rows_heads(const float* Q, int64_t q_stride, const E* K, int64_t stride, const float* scale,
-                           int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+static void dot_rows_heads(const float* Q, int64_t q_stride, const E* K, int64_t stride, int64_t nk, int64_t n,
+                           float* out, int64_t out_stride) {
   const int64_t n8 = n / 8 * 8;
   for (int64_t j = 0; j < nk; ++j) {
     const E* k = K + j * stride;
@@ -150,7 +150,47 @@ static void dot_rows_heads(const float* Q, int64_t q_stride, const E* K, int64_t
       const float* q = Q + h * q_stride;
       float s = hsum(_mm256_add_ps(a0[h], a1[h]));
       for (int64_t t = i; t < n; ++t) s += q[t] * to_float(k[t]);
-      out[h * out_stride + j] = scale ? s * scale[j * scale_stride] : s;
+      out[h * out_stride + j] = s;
+    }
+  }
+}
+
+// Rows with a scale per block of kKvBlock (= 32) values: per block, 4 vectors of products summed
+// in one chain, then that sum times the block's scale added to the row's accumulator.
+template <int M, typename E>
+static void dot_rows_heads_scaled(const float* Q, int64_t q_stride, const E* K, int64_t stride, const float* scale,
+                                  int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
+  static_assert(kKvBlock == 32, "one block is four vectors of 8");
+  for (int64_t j = 0; j < nk; ++j) {
+    const E* k = K + j * stride;
+    const float* sc = scale + j * scale_stride;
+    __m256 acc[M];
+    for (int h = 0; h < M; ++h) acc[h] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m256 k0 = load8(k + i), k1 = load8(k + i + 8), k2 = load8(k + i + 16), k3 = load8(k + i + 24);
+      const __m256 s = _mm256_set1_ps(sc[i / 32]);
+      for (int h = 0; h < M; ++h) {
+        const float* q = Q + h * q_stride + i;
+        __m256 b = _mm256_mul_ps(_mm256_loadu_ps(q), k0);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8), k1, b);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16), k2, b);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q + 24), k3, b);
+        acc[h] = _mm256_fmadd_ps(b, s, acc[h]);
+      }
+    }
+    const int64_t n8 = i + (n - i) / 8 * 8;  // a last, shorter block: vectors of 8, then one by one
+    for (int h = 0; h < M; ++h) {
+      const float* q = Q + h * q_stride;
+      float s = hsum(acc[h]);
+      if (i < n) {
+        __m256 b = _mm256_setzero_ps();
+        for (int64_t t = i; t < n8; t += 8) b = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), load8(k + t), b);
+        float bs = hsum(b);
+        for (int64_t t = n8; t < n; ++t) bs += q[t] * to_float(k[t]);
+        s += bs * sc[i / 32];
+      }
+      out[h * out_stride + j] = s;
     }
   }
 }
@@ -161,11 +201,20 @@ void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int6
   for (int h0 = 0; h0 < nq; h0 += 4) {
     const float* q = Q + h0 * q_stride;
     float* o = out + h0 * out_stride;
+    if (scale) {
+      switch (std::min(4, nq - h0)) {
+        case 4: dot_rows_heads_scaled<4>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+        case 3: dot_rows_heads_scaled<3>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+        case 2: dot_rows_heads_scaled<2>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+        default: dot_rows_heads_scaled<1>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      }
+      continue;
+    }
     switch (std::min(4, nq - h0)) {
-      case 4: dot_rows_heads<4>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
-      case 3: dot_rows_heads<3>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
-      case 2: dot_rows_heads<2>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
-      default: dot_rows_heads<1>(q, q_stride, K, stride, scale, scale_stride, nk, n, o, out_stride); break;
+      case 4: dot_rows_heads<4>(q, q_stride, K, stride, nk, n, o, out_stride); break;
+      case 3: dot_rows_heads<3>(q, q_stride, K, stride, nk, n, o, out_stride); break;
+      case 2: dot_rows_heads<2>(q, q_stride, K, stride, nk, n, o, out_stride); break;
+      default: dot_rows_heads<1>(q, q_stride, K, stride, nk, n, o, out_stride); break;
     }
   }
 }
@@ -177,15 +226,16 @@ static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int
   // Keys in blocks of kKeys rows of V (L1-resident, read row by row, ascending), each block swept
   // over the output columns 16 at a time (2M independent FMA chains). Every output element still
   // takes its keys in ascending order, o = fma(w_j, v_j, o), so the block size changes no bit;
-  // sweeping all keys per column chunk instead read V in 32-byte pieces a row apart.
+  // sweeping all keys per column chunk instead read V in 32-byte pieces a row apart. With scales
+  // (one per kKvBlock = 32 columns), a chunk of 16 or 8 columns lies in one scale block.
+  static_assert(kKvBlock % 16 == 0, "a column chunk must lie in one scale block");
   constexpr int64_t kKeys = 16;
   for (int64_t j0 = 0; j0 < nk; j0 += kKeys) {
     const int64_t nj = std::min(kKeys, nk - j0);
     float w[M][kKeys];
     for (int h = 0; h < M; ++h)
       for (int64_t j = 0; j < nj; ++j) {
-        const float p = P[h * p_stride + j0 + j];
-        w[h][j] = scale ? p * scale[(j0 + j) * scale_stride] : p;
+        w[h][j] = P[h * p_stride + j0 + j];
       }
     const E* Vb = V + j0 * stride;
     int64_t i0 = 0;
@@ -195,8 +245,9 @@ static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int
         a[h] = _mm256_loadu_ps(out + h * out_stride + i0), b[h] = _mm256_loadu_ps(out + h * out_stride + i0 + 8);
       for (int64_t j = 0; j < nj; ++j) {
         const __m256 va = load8(Vb + j * stride + i0), vb = load8(Vb + j * stride + i0 + 8);
+        const float sc = scale ? scale[(j0 + j) * scale_stride + i0 / kKvBlock] : 1.f;
         for (int h = 0; h < M; ++h) {
-          const __m256 wj = _mm256_set1_ps(w[h][j]);
+          const __m256 wj = _mm256_set1_ps(scale ? w[h][j] * sc : w[h][j]);
           a[h] = _mm256_fmadd_ps(wj, va, a[h]);
           b[h] = _mm256_fmadd_ps(wj, vb, b[h]);
         }
@@ -209,7 +260,8 @@ static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int
       for (int h = 0; h < M; ++h) o[h] = _mm256_loadu_ps(out + h * out_stride + i0);
       for (int64_t j = 0; j < nj; ++j) {
         const __m256 v = load8(Vb + j * stride + i0);
-        for (int h = 0; h < M; ++h) o[h] = _mm256_fmadd_ps(_mm256_set1_ps(w[h][j]), v, o[h]);
+        const float sc = scale ? scale[(j0 + j) * scale_stride + i0 / kKvBlock] : 1.f;
+        for (int h = 0; h < M; ++h) o[h] = _mm256_fmadd_ps(_mm256_set1_ps(scale ? w[h][j] * sc : w[h][j]), v, o[h]);
       }
       for (int h = 0; h < M; ++h) _mm256_storeu_ps(out + h * out_stride + i0, o[h]);
     }
@@ -219,7 +271,7 @@ static void weighted_sum_heads(const float* P, int64_t p_stride, const E* V, int
       float s = out[h * out_stride + i];
       for (int64_t j = 0; j < nk; ++j) {
         const float p = P[h * p_stride + j];
-        s += (scale ? p * scale[j * scale_stride] : p) * to_float(V[j * stride + i]);
+        s += (scale ? p * scale[j * scale_stride + i / kKvBlock] : p) * to_float(V[j * stride + i]);
       }
       out[h * out_stride + i] = s;
     }

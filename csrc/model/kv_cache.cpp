@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "kernels/dtype.h"
+#include "kernels/vec.h"
 
 namespace gemma {
 
@@ -29,7 +30,8 @@ KvDType kv_dtype_from_name(const std::string& n) {
 
 KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
     : dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
-      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::Q8 ? 1 : 2) {
+      elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::Q8 ? 1 : 2),
+      scales_per_pos_(dtype == KvDType::Q8 ? c.n_kv_heads * ((c.head_dim + vec::kKvBlock - 1) / vec::kKvBlock) : 0) {
   const size_t L = size_t(c.n_layers);
   cap_.resize(L);
   sliding_ = c.layer_sliding;
@@ -43,7 +45,7 @@ KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
     k_[l].assign(size_t(cap_[l]) * size_t(kv_dim_) * size_t(elem_bytes_), 0);
     v_[l].assign(k_[l].size(), 0);
     if (dtype_ == KvDType::Q8) {
-      ks_[l].assign(size_t(cap_[l]) * size_t(n_kv_heads_), 0.f);
+      ks_[l].assign(size_t(cap_[l]) * size_t(scales_per_pos_), 0.f);
       vs_[l].assign(ks_[l].size(), 0.f);
     }
   }
@@ -60,20 +62,53 @@ void KVCache::reserve(int n) {
     k_[l].resize(want * row);
     v_[l].resize(want * row);
     if (dtype_ == KvDType::Q8) {
-      ks_[l].resize(want * size_t(n_kv_heads_));
-      vs_[l].resize(want * size_t(n_kv_heads_));
+      ks_[l].resize(want * size_t(scales_per_pos_));
+      vs_[l].resize(want * size_t(scales_per_pos_));
     }
   }
 }
 
-// One head's values as int8 levels and a scale (max-abs / 127, round half to even).
-static float quantize_head(const float* x, int n, int8_t* q) {
+// One block's values as int8 levels and a scale (max-abs / 127, round half to even).
+static float quantize_block(const float* x, int n, int8_t* q) {
   float amax = 0.f;
   for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const float scale = amax / 127.f;
   const float inv = amax > 0.f ? 127.f / amax : 0.f;
   for (int i = 0; i < n; ++i) q[i] = int8_t(std::max(-127.f, std::min(127.f, std::nearbyint(x[i] * inv))));
   return scale;
+}
+
+// x <- H x for the 32 x 32 Sylvester-Hadamard matrix (entries +-1), then times `mul` (a power
+// of two: exact). Butterflies in a fixed order: the same floats every time.
+static void hadamard32(float* x, float mul) {
+  static_assert(vec::kKvBlock == 32, "the rotation is one block");
+  for (int h = 1; h < 32; h *= 2)
+    for (int i = 0; i < 32; i += 2 * h)
+      for (int j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+  if (mul != 1.f)
+    for (int i = 0; i < 32; ++i) x[i] *= mul;
+}
+
+// A head's values (keys rotated first) as int8 blocks, a scale per block.
+static void quantize_head(const float* x, int n, bool rotate, int8_t* q, float* scales) {
+  for (int b0 = 0, b = 0; b0 < n; b0 += vec::kKvBlock, ++b) {
+    const int m = std::min(vec::kKvBlock, n - b0);
+    float r[vec::kKvBlock];
+    std::copy(x + b0, x + b0 + m, r);
+    if (rotate && m == vec::kKvBlock) hadamard32(r, 1.f);
+    scales[b] = quantize_block(r, m, q + b0);
+  }
+}
+
+void KVCache::queries_to_key_basis(float* q, int n_heads) const {
+  if (dtype_ != KvDType::Q8) return;
+  for (int h = 0; h < n_heads; ++h)
+    for (int b0 = 0; b0 + vec::kKvBlock <= head_dim_; b0 += vec::kKvBlock)
+      hadamard32(q + size_t(h) * size_t(head_dim_) + size_t(b0), 1.f / 32.f);
 }
 
 void KVCache::store(int layer, int slot, const float* k, const float* v) {
@@ -98,9 +133,10 @@ void KVCache::store(int layer, int slot, const float* k, const float* v) {
     }
     case KvDType::Q8:
       for (int g = 0; g < n_kv_heads_; ++g) {
-        const size_t h = size_t(g) * size_t(head_dim_), s = size_t(slot) * size_t(n_kv_heads_) + size_t(g);
-        ks_[l][s] = quantize_head(k + h, head_dim_, reinterpret_cast<int8_t*>(&k_[l][at + h]));
-        vs_[l][s] = quantize_head(v + h, head_dim_, reinterpret_cast<int8_t*>(&v_[l][at + h]));
+        const size_t h = size_t(g) * size_t(head_dim_);
+        const size_t s = size_t(slot) * size_t(scales_per_pos_) + size_t(g) * size_t(scales_per_pos_ / n_kv_heads_);
+        quantize_head(k + h, head_dim_, true, reinterpret_cast<int8_t*>(&k_[l][at + h]), &ks_[l][s]);
+        quantize_head(v + h, head_dim_, false, reinterpret_cast<int8_t*>(&v_[l][at + h]), &vs_[l][s]);
       }
       break;
   }
@@ -111,19 +147,36 @@ const uint8_t* KVCache::row(const std::vector<uint8_t>& m, int slot, int g) cons
 }
 
 const float* KVCache::scale(const std::vector<std::vector<float>>& s, int layer, int slot, int g) const {
-  return dtype_ == KvDType::Q8 ? &s[size_t(layer)][size_t(slot) * size_t(n_kv_heads_) + size_t(g)] : nullptr;
+  return dtype_ == KvDType::Q8 ? &s[size_t(layer)][size_t(slot) * size_t(scales_per_pos_) +
+                                                  size_t(g) * size_t(scales_per_pos_ / n_kv_heads_)]
+                               : nullptr;
 }
 
 KVCache::Rows KVCache::keys(int layer, int g, int slot) const {
-  return {dtype_, row(k_[size_t(layer)], slot, g), kv_dim_, scale(ks_, layer, slot, g), n_kv_heads_};
+  return {dtype_, row(k_[size_t(layer)], slot, g), kv_dim_, scale(ks_, layer, slot, g), scales_per_pos_};
 }
 
 KVCache::Rows KVCache::values(int layer, int g, int slot) const {
-  return {dtype_, row(v_[size_t(layer)], slot, g), kv_dim_, scale(vs_, layer, slot, g), n_kv_heads_};
+  return {dtype_, row(v_[size_t(layer)], slot, g), kv_dim_, scale(vs_, layer, slot, g), scales_per_pos_};
+}
+
+void KVCache::copy_prefix(const KVCache& o, int n) {
+  if (o.dtype_ != dtype_ || o.cap_ != cap_ || o.kv_dim_ != kv_dim_ || o.max_seq_ != max_seq_ || n < 0 || n > max_seq_)
+    throw std::invalid_argument("KVCache::copy_prefix: the caches differ in shape or type");
+  reserve(n);
+  const size_t row = size_t(kv_dim_) * size_t(elem_bytes_), srow = size_t(scales_per_pos_);
+  for (size_t l = 0; l < cap_.size(); ++l) {
+    // A ring's slots hold positions modulo its capacity: copy all of it.
+    const size_t rows = sliding_[l] ? size_t(cap_[l]) : size_t(n);
+    std::copy_n(o.k_[l].begin(), rows * row, k_[l].begin());
+    std::copy_n(o.v_[l].begin(), rows * row, v_[l].begin());
+    std::copy_n(o.ks_[l].begin(), rows * srow, ks_[l].begin());
+    std::copy_n(o.vs_[l].begin(), rows * srow, vs_[l].begin());
+  }
 }
 
 int64_t KVCache::bytes_per_position() const {
-  const int64_t per_layer = 2 * (int64_t(kv_dim_) * elem_bytes_ + (dtype_ == KvDType::Q8 ? 4 * n_kv_heads_ : 0));
+  const int64_t per_layer = 2 * (int64_t(kv_dim_) * elem_bytes_ + 4 * int64_t(scales_per_pos_));
   return per_layer * int64_t(cap_.size());
 }
 

@@ -8,6 +8,8 @@
 // Attn: q, k, v = qkv(h); [q, k = QKNorm(q), QKNorm(k)]; rope(q), rope(k) (rotate-half);
 // scores = SoftCap(q.k * query_scale) over causal (and, on sliding layers, windowed) keys;
 // softmax; weighted sum of v; o-projection. KV heads are shared by n_heads / n_kv_heads queries.
+// (An int8 cache stores keys rotated block by block: the roped q is rotated to match before
+// attention, KVCache::queries_to_key_basis, which leaves q.k as it was.)
 //
 // Each step below is one Backend op per chunk of tokens (backend/backend.h) on the Workspace's
 // buffers: this file says what is computed and in which order, the backend how.
@@ -77,6 +79,14 @@ void Session::truncate(int n) {
   if (!can_truncate(n))
     throw std::invalid_argument("cannot truncate the KV cache to " + std::to_string(n) + " tokens");
   tokens_.resize(size_t(n));
+}
+
+void Session::copy_cache_from(const Session& o) {
+  if (o.model_ != model_ || o.max_seq_ != max_seq_ || o.kv_.dtype() != kv_.dtype())
+    throw std::invalid_argument("copy_cache_from: the sessions differ in model, max_seq_len or KV type");
+  if (&o == this) return;
+  kv_.copy_prefix(o.kv_, o.n_past());
+  tokens_ = o.tokens_;
 }
 
 void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_positions,
@@ -150,6 +160,8 @@ void Session::attention_block(int l, int n, int pos0) {
   const float* cs = ws_.rope_cs.data() + (sliding ? hd : 0);
   be.rope(q, qkv_dim, n, c.n_heads, hd, cs, 2 * hd);
   be.rope(k, qkv_dim, n, c.n_kv_heads, hd, cs, 2 * hd);
+  // int8 keys are stored rotated (KVCache): bring the roped queries into their basis.
+  for (int t = 0; t < n; ++t) kv_.queries_to_key_basis(q + size_t(t) * qkv_dim, c.n_heads);
   be.store_kv(kv_, l, pos0, n, k, v, qkv_dim);
   AttentionParams p;
   p.n_heads = c.n_heads;

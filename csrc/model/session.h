@@ -36,6 +36,9 @@ class Session {
   // may already have overwritten keys that position n would need).
   bool can_truncate(int n) const;
   void truncate(int n);  // throws if !can_truncate(n)
+  // Takes a copy of `o`'s tokens and their cached keys and values (o: a session of the same model,
+  // max_seq_len and KV type), so that evaluating more tokens here gives o's logits bit for bit.
+  void copy_cache_from(const Session& o);
 
   // Appends `tokens` at positions n_past.. and runs them through the model in chunks.
   // logits_out: nullptr (none), or [n, vocab] for every position when all_positions, or

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .params import DEFAULT_KV_DTYPE
+
 
 def _rss_mb(field: str) -> float | None:
     try:
@@ -41,7 +43,7 @@ def _reset_peak_rss() -> bool:
 
 def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequence[int] = (128,),
               threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0,
-              progress: Callable[[dict], None] | None = None, kv_dtype: str = "f32") -> list[dict]:
+              progress: Callable[[dict], None] | None = None, kv_dtype: str = DEFAULT_KV_DTYPE) -> list[dict]:
     """One dict per (threads, test): model, dtype, size_gb, n_params, isa, threads, test, n,
     tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb, kv_dtype, kv_bytes_per_token.
     `progress(result)` is called as each one is measured."""

@@ -23,7 +23,7 @@ from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
 from .openai import responses as openai_responses  # never imports this module: no cycle
-from .params import DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
+from .params import DEFAULT_KV_DTYPE, DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
 from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
 
@@ -70,6 +70,10 @@ class _CallGuard:
         self._lock = threading.Lock()
         self._owner: int | None = None
 
+    def held_here(self) -> bool:
+        """Whether this thread holds the guard (an open stream of this thread)."""
+        return self._owner == threading.get_ident()
+
     @contextlib.contextmanager
     def hold(self):
         me = threading.get_ident()
@@ -106,13 +110,14 @@ class Model:
             context length. KV memory grows only with the tokens actually held.
         seed: the sampling seed for calls that give none. None (the default) draws a fresh random
             seed for each call; an explicit seed makes every call start from it (reproducible).
-        kv_dtype: element type of the KV cache: "f32" (default, exact), "f16" or "bf16" (half the
-            memory) or "int8" (about a quarter: int8 levels with a scale per head and position).
-            docs/quantization.md gives each one's measured quality.
+        kv_dtype: element type of the KV cache: "f32" (default, exact), "f16" (half the memory,
+            mean KL 5e-7 to f32 on the real 270M), "bf16" (half) or "int8" (28%: int8 levels with
+            a scale per 32 values, keys rotated first; KL 3e-4). docs/quantization.md gives each
+            one's measured quality.
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None,
-                 max_seq_len: int | None = None, seed: int | None = None, kv_dtype: str = KV_DTYPES[0],
+                 max_seq_len: int | None = None, seed: int | None = None, kv_dtype: str = DEFAULT_KV_DTYPE,
                  _share: "Model | None" = None):
         if _share is not None:
             self._header, self._core, self.tokenizer = _share._header, _share._core, _share.tokenizer
@@ -206,9 +211,17 @@ class Model:
             self._session.n_threads = n
 
     def clone(self) -> "Model":
-        """A Model sharing these weights with its own KV cache (for another thread)."""
-        return Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
-                     kv_dtype=self.kv_dtype, _share=self)
+        """A Model sharing these weights with its own KV cache (for another thread). The cache starts
+        as a copy of this one's (its tokens' keys and values), so a prompt that continues them is
+        not prefilled again, and the clone's logits equal this Model's bit for bit."""
+        m = Model(self.path, n_threads=self.n_threads, max_seq_len=self.max_seq_len, seed=self._seed,
+                  kv_dtype=self.kv_dtype, _share=self)
+        if self._lock.held_here():  # an open stream of this thread: paused between tokens, consistent
+            m._session.copy_cache_from(self._session)
+        else:
+            with self._lock.hold():
+                m._session.copy_cache_from(self._session)
+        return m
 
     def tokenize(self, text: str | bytes, add_bos: bool = True) -> list[int]:
         """Token ids of `text` (a str, or UTF-8 bytes as llama-cpp-python takes), BOS first by default."""

@@ -27,6 +27,7 @@
 
 #include "backend/backend.h"
 #include "kernels/matmul.h"
+#include "kernels/vec.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "quant/kquant.h"
@@ -427,7 +428,8 @@ class BackendOpsTest {
   // (~2 delta); the weighted sum over nk keys adds 2 gamma(nk + 1). So with V = max_j |v_ji|:
   //   |out_i - ref_i| <= (2.01 * 2 delta + 2 gamma(nk + 1) + 16 u) V
   // (16 u: exp and the softmax division on both sides). int8 caches store levels with a scale
-  // per row: the same bound with the dequantised values. The reference itself is also held to a
+  // per block of 32 values (keys in the rotated basis: q . k as stored, which is what attention
+  // computes): the same bound with the dequantised values. The reference itself is also held to a
   // double-precision computation from the values it stored (same bound), and on the backend a
   // token attended alone equals its row of the chunk, at any thread count.
   void test_attention(KvDType kt) {
@@ -507,7 +509,8 @@ class BackendOpsTest {
       case KvDType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(r.data)[j * r.stride + i]);
       case KvDType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(r.data)[j * r.stride + i]);
       case KvDType::Q8:
-        return double(reinterpret_cast<const int8_t*>(r.data)[j * r.stride + i]) * double(r.scale[j * r.scale_stride]);
+        return double(reinterpret_cast<const int8_t*>(r.data)[j * r.stride + i]) *
+               double(r.scale[j * r.scale_stride + i / vec::kKvBlock]);
     }
     return 0;
   }

@@ -212,7 +212,14 @@ static void test_vec(std::mt19937& g) {
     }
 }
 
-// The typed-row kernels of the KV cache (bf16 and f16 rows; int8 rows with a scale per row): every ISA
+// Largest block scale of row j (int8 rows: a scale per block of vec::kKvBlock values).
+static float row_scale_max(const std::vector<float>& scale, int64_t ss, int64_t n, int64_t j) {
+  float m = 0.f;
+  for (int64_t b = 0; b < (n + vec::kKvBlock - 1) / vec::kKvBlock; ++b) m = std::max(m, scale[size_t(j * ss + b)]);
+  return m;
+}
+
+// The typed-row kernels of the KV cache (bf16 and f16 rows; int8 rows with a scale per block): every ISA
 // against the scalar reference, and the scalar reference against the f32 kernel on the same
 // values widened to float (exactly representable, so only the summation order could differ: the
 // reference uses the same order, hence equality).
@@ -224,7 +231,8 @@ static void test_vec_typed(std::mt19937& g) {
       auto q = randn(g, size_t(n)), p = randn(g, size_t(nk)), Kf = randn(g, size_t(nk * stride));
       std::vector<uint16_t> Kb(Kf.size());
       std::vector<int8_t> K8(Kf.size());
-      std::vector<float> Kbf(Kf.size()), K8f(Kf.size()), scale(size_t(nk * 2));
+      const int64_t ss = (n + vec::kKvBlock - 1) / vec::kKvBlock + 1;  // scales of a row, and one unused
+      std::vector<float> Kbf(Kf.size()), K8f(Kf.size()), scale(size_t(nk * ss));
       for (size_t i = 0; i < Kf.size(); ++i) {
         Kb[i] = f32_to_bf16(Kf[i]);
         Kbf[i] = bf16_to_f32(Kb[i]);
@@ -237,20 +245,41 @@ static void test_vec_typed(std::mt19937& g) {
       vec::scalar::dot_rows(q.data(), Kbf.data(), stride, nk, n, ref_f.data());
       CHECK(ref == ref_f, "bf16 dot_rows reference differs from f32 on the widened values n=%ld", long(n));
       std::vector<float> wref(static_cast<size_t>(n), 0.5f), wgot(static_cast<size_t>(n));
-      vec::scalar::weighted_sum_rows_t<int8_t>(p.data(), K8.data(), stride, scale.data(), 2, nk, n, wref.data());
+      vec::scalar::weighted_sum_rows_t<int8_t>(p.data(), K8.data(), stride, scale.data(), ss, nk, n, wref.data());
       std::vector<float> ref8(static_cast<size_t>(nk));
-      vec::scalar::dot_rows_t<int8_t>(q.data(), K8.data(), stride, scale.data(), 2, nk, n, ref8.data());
+      vec::scalar::dot_rows_t<int8_t>(q.data(), K8.data(), stride, scale.data(), ss, nk, n, ref8.data());
+      // The reference's block scales against the dequantised values in double: value i of row j
+      // is scale[j * ss + i / kKvBlock] * level.
+      for (int64_t j = 0; j < nk; ++j) {
+        double d = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double v = double(scale[size_t(j * ss + i / vec::kKvBlock)]) * K8f[size_t(j * stride + i)];
+          d += double(q[size_t(i)]) * v, mag += std::fabs(double(q[size_t(i)]) * v);
+        }
+        CHECK(std::fabs(ref8[size_t(j)] - d) <= 1e-5 * mag + 1e-7, "int8 dot_rows reference vs double n=%ld j=%ld",
+              long(n), long(j));
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        double w = 0.5, mag = 0.5;
+        for (int64_t j = 0; j < nk; ++j) {
+          const double v = double(scale[size_t(j * ss + i / vec::kKvBlock)]) * K8f[size_t(j * stride + i)];
+          w += double(p[size_t(j)]) * v, mag += std::fabs(double(p[size_t(j)]) * v);
+        }
+        CHECK(std::fabs(wref[size_t(i)] - w) <= 1e-5 * mag + 1e-7, "int8 weighted_sum reference vs double i=%ld",
+              long(i));
+      }
       for (Isa isa : available_isas()) {
         vec::dot_rows_multi_isa(isa, q.data(), 0, 1, Kb.data(), stride, nullptr, 0, nk, n, got.data(), 0);
         for (int64_t j = 0; j < nk; ++j)
           CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-5f * float(n) + 1e-6f,
                 "%s dot_rows_bf16 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
-        vec::dot_rows_multi_isa(isa, q.data(), 0, 1, K8.data(), stride, scale.data(), 2, nk, n, got.data(), 0);
+        vec::dot_rows_multi_isa(isa, q.data(), 0, 1, K8.data(), stride, scale.data(), ss, nk, n, got.data(), 0);
         for (int64_t j = 0; j < nk; ++j)
-          CHECK(std::fabs(got[size_t(j)] - ref8[size_t(j)]) <= (1e-5f * float(n) + 1e-6f) * 127.f * scale[size_t(2 * j)],
+          CHECK(std::fabs(got[size_t(j)] - ref8[size_t(j)]) <=
+                    (1e-5f * float(n) + 1e-6f) * 127.f * row_scale_max(scale, ss, n, j),
                 "%s dot_rows_q8 n=%ld nk=%ld j=%ld", isa_name(isa), long(n), long(nk), long(j));
         std::fill(wgot.begin(), wgot.end(), 0.5f);
-        vec::weighted_sum_rows_multi_isa(isa, p.data(), 0, 1, K8.data(), stride, scale.data(), 2, nk, n, wgot.data(), 0);
+        vec::weighted_sum_rows_multi_isa(isa, p.data(), 0, 1, K8.data(), stride, scale.data(), ss, nk, n, wgot.data(), 0);
         for (int64_t i = 0; i < n; ++i)
           CHECK(std::fabs(wgot[size_t(i)] - wref[size_t(i)]) <= 1e-5f * float(nk) + 1e-6f,
                 "%s weighted_sum_rows_q8 n=%ld nk=%ld i=%ld", isa_name(isa), long(n), long(nk), long(i));
@@ -285,31 +314,32 @@ static void test_vec_typed(std::mt19937& g) {
 // exactly that of the one-head kernel on the same ISA (attention's determinism relies on it).
 template <typename E>
 static void check_multi_heads(std::mt19937& g, const std::vector<E>& K, int64_t stride, const float* scale,
-                              int64_t nk, int64_t n, const char* what) {
+                              int64_t ss, int64_t nk, int64_t n, const char* what) {
   for (int nq : {1, 3, 4, 7}) {
     auto Q = randn(g, size_t(nq * (n + 2))), P = randn(g, size_t(nq * (nk + 1)));
     for (Isa isa : available_isas()) {
       std::vector<float> got(static_cast<size_t>(nq * (nk + 1)), 0.f), one(static_cast<size_t>(nk));
-      vec::dot_rows_multi_isa(isa, Q.data(), n + 2, nq, K.data(), stride, scale, 2, nk, n, got.data(), nk + 1);
+      vec::dot_rows_multi_isa(isa, Q.data(), n + 2, nq, K.data(), stride, scale, ss, nk, n, got.data(), nk + 1);
       std::vector<float> wgot(static_cast<size_t>(nq * (n + 3)), 0.25f), wone(static_cast<size_t>(n));
-      vec::weighted_sum_rows_multi_isa(isa, P.data(), nk + 1, nq, K.data(), stride, scale, 2, nk, n, wgot.data(),
+      vec::weighted_sum_rows_multi_isa(isa, P.data(), nk + 1, nq, K.data(), stride, scale, ss, nk, n, wgot.data(),
                                        n + 3);
       for (int h = 0; h < nq; ++h) {
-        vec::dot_rows_multi_isa(isa, Q.data() + h * (n + 2), 0, 1, K.data(), stride, scale, 2, nk, n, one.data(), 0);
+        vec::dot_rows_multi_isa(isa, Q.data() + h * (n + 2), 0, 1, K.data(), stride, scale, ss, nk, n, one.data(), 0);
         CHECK(std::memcmp(one.data(), got.data() + h * (nk + 1), size_t(nk) * 4) == 0,
               "%s %s dot_rows_multi head %d of %d differs from one head (n=%ld nk=%ld)", isa_name(isa), what, h, nq,
               long(n), long(nk));
         std::fill(wone.begin(), wone.end(), 0.25f);
-        vec::weighted_sum_rows_multi_isa(isa, P.data() + h * (nk + 1), 0, 1, K.data(), stride, scale, 2, nk, n,
+        vec::weighted_sum_rows_multi_isa(isa, P.data() + h * (nk + 1), 0, 1, K.data(), stride, scale, ss, nk, n,
                                          wone.data(), 0);
         CHECK(std::memcmp(wone.data(), wgot.data() + h * (n + 3), size_t(n) * 4) == 0,
               "%s %s weighted_sum_rows_multi head %d of %d differs from one head", isa_name(isa), what, h, nq);
       }
       // and one head equals the scalar reference to float rounding
       std::vector<float> ref(static_cast<size_t>(nk));
-      vec::dot_rows_multi_isa(Isa::Scalar, Q.data(), 0, 1, K.data(), stride, scale, 2, nk, n, ref.data(), 0);
+      vec::dot_rows_multi_isa(Isa::Scalar, Q.data(), 0, 1, K.data(), stride, scale, ss, nk, n, ref.data(), 0);
       for (int64_t j = 0; j < nk; ++j)
-        CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <= 1e-4f * float(n) * (scale ? 127.f * scale[2 * j] : 1.f) + 1e-5f,
+        CHECK(std::fabs(got[size_t(j)] - ref[size_t(j)]) <=
+                  1e-4f * float(n) * (scale ? 127.f * *std::max_element(scale + j * ss, scale + (j + 1) * ss) : 1.f) + 1e-5f,
               "%s %s dot_rows_multi vs scalar j=%ld: %g vs %g", isa_name(isa), what, long(j), double(got[size_t(j)]),
               double(ref[size_t(j)]));
     }
@@ -327,12 +357,13 @@ static void test_vec_multi(std::mt19937& g) {
       std::vector<int8_t> K8(Kf.size());
       for (size_t i = 0; i < Kf.size(); ++i)
         Kb[i] = f32_to_bf16(Kf[i]), Kh[i].bits = f32_to_f16(Kf[i]), K8[i] = int8_t(lv(g));
-      std::vector<float> scale(size_t(2 * nk));
+      const int64_t ss = (n + vec::kKvBlock - 1) / vec::kKvBlock + 2;
+      std::vector<float> scale(size_t(ss * nk));
       for (auto& s : scale) s = 0.001f + std::fabs(randn(g, 1)[0]) * 0.01f;
-      check_multi_heads(g, Kf, stride, nullptr, nk, n, "f32");
-      check_multi_heads(g, Kb, stride, nullptr, nk, n, "bf16");
-      check_multi_heads(g, Kh, stride, nullptr, nk, n, "f16");
-      check_multi_heads(g, K8, stride, scale.data(), nk, n, "int8");
+      check_multi_heads(g, Kf, stride, nullptr, 0, nk, n, "f32");
+      check_multi_heads(g, Kb, stride, nullptr, 0, nk, n, "bf16");
+      check_multi_heads(g, Kh, stride, nullptr, 0, nk, n, "f16");
+      check_multi_heads(g, K8, stride, scale.data(), ss, nk, n, "int8");
     }
 }
 

@@ -7,7 +7,7 @@ import hashlib
 import os
 import sys
 
-from ..params import KV_DTYPES
+from ..params import DEFAULT_KV_DTYPE
 from .common import PROG, CLIError
 
 GGUF_DTYPE = "source"  # GGUF files converted on the fly keep their own blocks, exactly
@@ -68,4 +68,4 @@ def open_model(path: str, args):
         if ctx > model_ctx:
             raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model_ctx} tokens)")
     return Model(path, n_threads=getattr(args, "threads", None), max_seq_len=getattr(args, "ctx", None),
-                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or KV_DTYPES[0])
+                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or DEFAULT_KV_DTYPE)

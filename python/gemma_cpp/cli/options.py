@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..params import KV_DTYPES
+from ..params import DEFAULT_KV_DTYPE, KV_DTYPES
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,8 +106,8 @@ def add_runtime(p, ctx_help="context (KV cache) length; default: the model's") -
 
 
 def add_kv_dtype(p) -> None:
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=KV_DTYPES[0],
-                   help=f"KV cache element type (default {KV_DTYPES[0]}; f16/bf16 halve its memory, int8 quarters it)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, default=DEFAULT_KV_DTYPE,
+                   help=f"KV cache element type (default {DEFAULT_KV_DTYPE}; f16/bf16 halve its memory, int8 takes 28%%)")
 
 
 def add_sampling(p) -> None:

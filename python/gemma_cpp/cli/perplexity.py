@@ -111,7 +111,8 @@ def main(args, parser) -> int:
         parser.error("--ctx must be at least 4")
     base = None
     if args.kl_base:
-        base = open_model(args.kl_base, argparse.Namespace(threads=args.threads, ctx=None))
+        # The reference keeps an exact (f32) cache, whatever --kv-dtype the model uses.
+        base = open_model(args.kl_base, argparse.Namespace(threads=args.threads, ctx=None, kv_dtype="f32"))
         if base.config.vocab_size != model.config.vocab_size:
             raise CLIError(f"--kl-base model has vocabulary {base.config.vocab_size}, the model "
                            f"{model.config.vocab_size}: they must share a tokenizer")

@@ -26,17 +26,20 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import numpy as np
 
 from . import _core
+from . import structured
 from .params import InvalidParameterType, check, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder
 
 # Why a generation ended (Generation.stop_reason): the C++ StopReason names, plus "stop" (a stop
-# string) and "cancelled" (the `cancel` event); None when the stream was closed early or raised.
+# string), "grammar" (a json_schema/regex/grammar constraint is complete and allows no more
+# tokens) and "cancelled" (the `cancel` event); None when the stream was closed early or raised.
 # OpenAI's finish_reason folds them into three ("cancelled" for None too).
-FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length",
+FINISH_REASON = {"eos": "stop", "stop": "stop", "grammar": "stop", "length": "length", "context": "length",
                  "interrupted": "cancelled", "cancelled": "cancelled"}
 
 # A fixed allowed-token mask, or a function of the ids generated so far giving one (or None for
-# "any token") before each step: the seam for grammar-constrained output. Masks are uint32 words,
+# "any token", or structured.END to end the generation, stop_reason "grammar") before each step:
+# the seam for grammar-constrained output (structured.GrammarMask). Masks are uint32 words,
 # bit i of word i // 32 set when id i is allowed (see token_mask()).
 TokenMask = Union[np.ndarray, Callable[[list], Union[np.ndarray, None]]]
 
@@ -99,10 +102,11 @@ class Generation:
     Iterate it for text pieces (text=True: they join to the whole text) or for token ids. It runs
     lazily: the Model's lock is taken at the first item and held until the generation ends, is
     closed or is dropped; iterate and close it in one thread. Every parameter is checked when it
-    is created. Afterwards: `stop_reason` ("eos", "stop", "length", "context", "interrupted" or
-    "cancelled"), `finish_reason` (OpenAI's "stop", "length" or "cancelled"), `ids`,
+    is created. Afterwards: `stop_reason` ("eos", "stop", "grammar", "length", "context",
+    "interrupted" or "cancelled"), `finish_reason` (OpenAI's "stop", "length" or "cancelled"), `ids`,
     `completion_tokens`, `text` and the timings.
 
+    `json_schema`, `regex` or `grammar` (one of them) constrains the output (structured.py);
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
     """
@@ -111,7 +115,8 @@ class Generation:
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0, seed: int | None = None,
                  stop: Sequence[str] | str | None = None, ignore_eos: bool = False,
-                 token_mask: TokenMask | None = None, cancel: threading.Event | None = None, text: bool = True):
+                 token_mask: TokenMask | None = None, json_schema: Any = None, regex: str | None = None,
+                 grammar: str | None = None, cancel: threading.Event | None = None, text: bool = True):
         self.model = model
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.prompt_tokens = len(self.prompt_ids)
@@ -122,6 +127,11 @@ class Generation:
                                  frequency_penalty)
         self.stop = [s for s in stop_strings(stop) if s]
         end_ids = [] if ignore_eos else sorted(model.tokenizer.stop_ids)
+        constraint = structured.grammar_of(json_schema, regex, grammar)
+        if constraint is not None:
+            if token_mask is not None:
+                raise ValueError("token_mask and a json_schema/regex/grammar constraint cannot be combined")
+            token_mask = structured.GrammarMask(model, constraint)
         self._p = _Progress()
         ids = _token_ids(self._p, model, self.prompt_ids, params, self.max_tokens, end_ids, seed, token_mask,
                          cancel)
@@ -206,7 +216,11 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                         p.stop_reason = "cancelled"
                         return
                     if callable(mask) and g.stop_reason is None:  # (not once the last token is out)
-                        g.set_mask(mask(list(p.ids)))
+                        m = mask(list(p.ids))
+                        if m is structured.END:
+                            p.stop_reason = "grammar"
+                            return
+                        g.set_mask(m)
                     got = g.next(1)
                     if not got:
                         p.stop_reason = g.stop_reason

@@ -267,7 +267,8 @@ class Model:
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
-                 ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None):
+                 ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
+                 json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None):
         """Continue `prompt`.
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -284,7 +285,10 @@ class Model:
         seed draws a fresh random one per call. temperature=0 is greedy and ignores the seed.
         token_mask: the allowed next ids, a bitmask (generation.token_mask(ids, vocab)) or a
         function of the ids generated so far returning one (or None) before each step.
-        Parameter bounds: params.py.
+        json_schema (a dict or JSON text), regex or grammar (Lark as llguidance takes it, or GBNF):
+        the output must match it (docs/structured.md; needs the [structured] extra). It is applied
+        to every token, greedy too; generation ends when the constraint is complete and allows no
+        more (stop_reason "grammar"). Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
@@ -297,7 +301,8 @@ class Model:
         gen = Generation(self, ids, max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                          frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
-                         token_mask=token_mask, text=as_text)
+                         token_mask=token_mask, json_schema=json_schema, regex=regex, grammar=grammar,
+                         text=as_text)
         if stream:
             return gen
         out = list(gen)

@@ -129,7 +129,10 @@ def create_completion(model, prompt, /, **params):
     presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
     stream=False, echo=False, n=1,
     stream_options={"include_usage": bool}, model (the name to report); extensions: top_k=0,
-    min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False.
+    min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False; output constraints
+    (one at most; docs/structured.md): response_format={"type": "json_object"} or {"type":
+    "json_schema", "json_schema": {"schema": {...}}}, json_schema={...}, regex="...", grammar="..."
+    (Lark or GBNF).
     Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.
     Bad or unsupported parameters raise InvalidRequestError (a ValueError naming `.param`).
     """

@@ -298,3 +298,113 @@ def test_real_model_json():
     text = m.generate("Water boils at a temperature of", regex=r" [0-9]{1,3} degrees (Celsius|Fahrenheit)\.",
                       max_new_tokens=16)
     assert text == " 100 degrees Celsius."
+
+
+# ---------------------------------------------------------------------------- CLI and server
+def _cli(*args):
+    import subprocess
+
+    from conftest import subprocess_env
+
+    return subprocess.run([sys.executable, "-m", "gemma_cpp.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=subprocess_env(), stdin=subprocess.DEVNULL)
+
+
+def test_cli(model, tmp_path):
+    schema = SCHEMAS[16][1]
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    (tmp_path / "g.lark").write_text('start: ("yes" | "no") "."')
+    (tmp_path / "bad.json").write_text('{"type": "wat"}')
+    r = _cli("run", model.path, PROMPT, "--json-schema", tmp_path / "s.json", "--temp", "1", "-s", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    jsonschema.validate(json.loads(out["text"]), schema)
+    assert out["finish_reason"] == "stop"
+    assert out["text"] == model.generate(PROMPT, json_schema=schema, temperature=1.0, seed=3)
+    r = _cli("run", model.path, PROMPT, "--grammar", tmp_path / "g.lark")
+    assert r.returncode == 0 and re.fullmatch(r"(yes|no)\.\n", r.stdout), (r.stdout, r.stderr)
+    r = _cli("run", model.path, PROMPT, "--regex", "[0-9]{4}")
+    assert r.returncode == 0 and re.fullmatch(r"[0-9]{4}\n", r.stdout), (r.stdout, r.stderr)
+    for bad, msg in ((("--json-schema", tmp_path / "bad.json"), "argument --json-schema: Invalid type: wat"),
+                     (("--grammar", tmp_path / "none.lark"), "cannot read"),
+                     (("--regex", "a", "--grammar", tmp_path / "g.lark"), "not allowed with")):
+        r = _cli("run", model.path, PROMPT, *bad)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    r = subprocess_run_chat(model.path, tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    for line in r.stdout.splitlines():
+        jsonschema.validate(json.loads(line), schema)
+
+
+def subprocess_run_chat(path, schema_file):
+    import subprocess
+
+    from conftest import subprocess_env
+
+    return subprocess.run([sys.executable, "-m", "gemma_cpp.cli", "chat", str(path), "--json-schema",
+                           str(schema_file), "-n", "120"], input="first\nsecond\n", capture_output=True, text=True,
+                          timeout=120, env=subprocess_env())
+
+
+@pytest.fixture(scope="module")
+def http(model):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gemma_cpp.openai.server import create_app
+
+    with TestClient(create_app(Model(model.path, n_threads=1, max_seq_len=512))) as c:
+        yield c
+
+
+def test_server(http):
+    schema = SCHEMAS[14][1]
+    msgs = [{"role": "user", "content": "who?"}]
+    rf = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
+    for route, body in (("/v1/chat/completions", {"messages": msgs}), ("/v1/completions", {"prompt": PROMPT})):
+        for extra in ({"response_format": rf}, {"json_schema": schema}):
+            r = http.post(route, json={**body, **extra, "max_tokens": 120, "seed": 4})
+            assert r.status_code == 200, r.text
+            choice = r.json()["choices"][0]
+            text = choice["message"]["content"] if "message" in choice else choice["text"]
+            jsonschema.validate(json.loads(text), schema)
+            assert choice["finish_reason"] == "stop"
+        r = http.post(route, json={**body, "grammar": 'root ::= "a" | "b"', "max_tokens": 8})
+        assert r.status_code == 200
+        choice = r.json()["choices"][0]
+        assert (choice["message"]["content"] if "message" in choice else choice["text"]) in ("a", "b")
+        r = http.post(route, json={**body, "response_format": {"type": "json_object"}, "max_tokens": 200,
+                                   "stream": True})
+        assert r.status_code == 200
+        for bad, param in (({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}},
+                            "response_format"), ({"json_schema": {"minimum": "x", "type": "integer"}}, "json_schema"),
+                           ({"grammar": "root ::= nothing"}, "grammar"),
+                           ({"grammar": 'root ::= "a"', "response_format": {"type": "json_object"}}, "grammar")):
+            r = http.post(route, json={**body, **bad, "max_tokens": 4})
+            assert r.status_code == 400, (bad, r.text)
+            err = r.json()["error"]
+            assert err["param"] == param and err["type"] == "invalid_request_error", err
+
+
+def test_openai_client(http):
+    """The official client's response_format (a dict, and a pydantic model through .parse())."""
+    openai = pytest.importorskip("openai")
+    pydantic = pytest.importorskip("pydantic")
+    client = openai.OpenAI(base_url=str(http.base_url) + "/v1", api_key="none", http_client=http)
+    schema = SCHEMAS[16][1]
+    r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=120,
+                                       seed=5, response_format={"type": "json_schema",
+                                                                "json_schema": {"name": "n", "schema": schema}})
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    assert r.choices[0].finish_reason == "stop"
+
+    class Answer(pydantic.BaseModel):
+        ok: bool
+        level: int = pydantic.Field(ge=0, le=9)
+
+    r = client.chat.completions.parse(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=60,
+                                      seed=1, response_format=Answer)
+    assert isinstance(r.choices[0].message.parsed, Answer)
+    r = client.completions.create(model="x", prompt=PROMPT, max_tokens=60, extra_body={"json_schema": schema},
+                                  seed=2)
+    jsonschema.validate(json.loads(r.choices[0].text), schema)

@@ -79,8 +79,8 @@ def grammar_of(json_schema: Any = None, regex: str | None = None, grammar: str |
                 value = json.loads(value)
             except ValueError as e:
                 raise InvalidRequestError(f"{param}: not valid JSON ({e})", param) from None
-        if isinstance(value, bool):  # JSON schema allows true (anything) and false (nothing)
-            value = {} if value else {"not": {}}
+        if value is True:  # JSON schema's "anything"
+            value = {}
         if not isinstance(value, dict):
             raise InvalidRequestError(f"{param} must be a JSON schema object, got {type(value).__name__}", param)
         try:

@@ -83,11 +83,12 @@ def stop_strings(stop: Sequence[str] | str | None) -> list[str]:
 class _Progress:
     """What a running generation has produced so far, and why it ended."""
 
-    __slots__ = ("ids", "text_parts", "stop_reason", "prefilled", "generation_id", "interrupted", "t_start",
-                 "t_first", "t_end")
+    __slots__ = ("ids", "logprobs", "text_parts", "stop_reason", "prefilled", "generation_id", "interrupted",
+                 "t_start", "t_first", "t_end")
 
     def __init__(self):
         self.ids: list[int] = []
+        self.logprobs: list[tuple] = []  # (id, logprob, [(id, logprob), ...]) per id, when asked for
         self.text_parts: list[str] = []
         self.stop_reason: str | None = None
         self.prefilled = 0  # prompt tokens run through the model (the rest came from the cache)
@@ -107,6 +108,9 @@ class Generation:
     `completion_tokens`, `text` and the timings.
 
     `json_schema`, `regex` or `grammar` (one of them) constrains the output (structured.py);
+    `logprobs` (None: off; k in [0, 20]) records each token's log-probability and the k best
+    (`logprobs`), from the distribution the sampler drew from, after the penalties and the mask
+    and before temperature (the C++ Generator's set_logprobs);
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
     """
@@ -116,7 +120,8 @@ class Generation:
                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0, seed: int | None = None,
                  stop: Sequence[str] | str | None = None, ignore_eos: bool = False,
                  token_mask: TokenMask | None = None, json_schema: Any = None, regex: str | None = None,
-                 grammar: str | None = None, cancel: threading.Event | None = None, text: bool = True):
+                 grammar: str | None = None, logprobs: int | None = None, cancel: threading.Event | None = None,
+                 text: bool = True):
         self.model = model
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.prompt_tokens = len(self.prompt_ids)
@@ -132,13 +137,17 @@ class Generation:
             if token_mask is not None:
                 raise ValueError("token_mask and a json_schema/regex/grammar constraint cannot be combined")
             token_mask = structured.GrammarMask(model, constraint)
+        if logprobs is not None:
+            logprobs = check("top_logprobs", logprobs)
         self._p = _Progress()
         ids = _token_ids(self._p, model, self.prompt_ids, params, self.max_tokens, end_ids, seed, token_mask,
-                         cancel)
+                         cancel, logprobs)
         self._iter = _text_pieces(self._p, ids, StreamDecoder(model.tokenizer, self.prompt_ids),
                                   StopMatcher(self.stop)) if text else ids
 
     ids = property(lambda self: list(self._p.ids))
+    # With logprobs=k: (id, logprob, [(id, logprob) of the k best]) of each id in `ids`.
+    logprobs = property(lambda self: list(self._p.logprobs))
     completion_tokens = property(lambda self: len(self._p.ids))
     stop_reason = property(lambda self: self._p.stop_reason)
     prefilled_tokens = property(lambda self: self._p.prefilled)
@@ -197,7 +206,8 @@ class Generation:
 
 
 def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: int, end_ids: list[int],
-               seed: int, mask: TokenMask | None, cancel: threading.Event | None) -> Iterator[int]:
+               seed: int, mask: TokenMask | None, cancel: threading.Event | None,
+               logprobs: int | None = None) -> Iterator[int]:
     """The generated ids, one C++ call each, holding the Model's lock while it runs."""
     p.t_start = time.perf_counter()
     try:
@@ -208,6 +218,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                 p.stop_reason = "interrupted"
                 return
             p.prefilled = g.start(prompt_ids, params, max_tokens, end_ids, seed)
+            if logprobs is not None:
+                g.set_logprobs(logprobs)
             try:
                 if mask is not None and not callable(mask):
                     g.set_mask(mask)
@@ -227,11 +239,15 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                         return
                     if p.t_first is None:
                         p.t_first = time.perf_counter()
+                    if logprobs is not None:
+                        p.logprobs.append(g.last_logprob())
                     p.ids.append(got[0])
                     yield got[0]
             finally:
                 if mask is not None:
                     g.set_mask(None)
+                if logprobs is not None:
+                    g.set_logprobs(-1)
     finally:
         p.t_end = time.perf_counter()
 

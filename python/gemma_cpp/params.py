@@ -80,6 +80,7 @@ BOUNDS: dict[str, Bound] = {
     "presence_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
+    "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range
 }
 
 # What each front calls a canonical parameter, where it differs.

@@ -86,6 +86,7 @@ class Tokenizer:
         pattern = "|".join(re.escape(p) for p in sorted(self._special_ids, key=len, reverse=True))
         self._special_re = re.compile(f"({pattern})") if pattern else None
         self._template = None
+        self._token_bytes: tuple[list[bytes], list[int]] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -123,8 +124,13 @@ class Tokenizer:
         A byte piece `<0xNN>` is that one byte; "▁" is a space; a control or unknown piece, one
         of our special ids (bos, eos, turn markers) or a user-defined `<...>` piece (Gemma's
         `<unusedN>`, `<mask>`, `<start_of_image>`, ...: llama.cpp's rule) is special, and so never
-        text. What a grammar engine (structured.py) needs to know the vocabulary by.
+        text. What a grammar engine (structured.py) and logprobs' token bytes need. (Cached.)
         """
+        if self._token_bytes is None:
+            self._token_bytes = self._make_token_bytes()
+        return self._token_bytes
+
+    def _make_token_bytes(self) -> tuple[list[bytes], list[int]]:
         sp = self.sp
         special_ids = set(self._special_ids.values())
         out: list[bytes] = []

@@ -60,11 +60,13 @@ class Request:
     ignore_eos: bool
     model_name: str
     constraint: dict[str, Any] = field(default_factory=dict)  # {"json_schema" | "regex" | "grammar": value}
+    logprobs: int | None = None  # None: none; k: each token's logprob and the k best
     extra: dict[str, Any] = field(default_factory=dict)
 
     def generation(self, model, cancel: threading.Event | None = None) -> Generation:
         return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
-                          ignore_eos=self.ignore_eos, cancel=cancel, **self.sampling, **self.constraint)
+                          ignore_eos=self.ignore_eos, cancel=cancel, logprobs=self.logprobs, **self.sampling,
+                          **self.constraint)
 
 
 def _number(params, name, default, canonical=None):
@@ -92,11 +94,7 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     bo = params.get("best_of")
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")
-    lp = params.get("logprobs")
-    if lp not in (None, False, 0):
-        raise InvalidRequestError("'logprobs' is not supported", "logprobs")
-    if params.get("top_logprobs") not in (None, 0):
-        raise InvalidRequestError("'top_logprobs' is not supported", "top_logprobs")
+    out["logprobs"] = _logprobs(params, kind)
     if params.get("logit_bias"):
         raise InvalidRequestError("'logit_bias' is not supported", "logit_bias")
     name = "max_completion_tokens" if params.get("max_completion_tokens") is not None else "max_tokens"
@@ -169,6 +167,31 @@ def constraint(params: dict) -> dict[str, Any]:
     except structured.StructuredOutputUnavailable as e:
         raise InvalidRequestError(str(e), field_) from None
     return {kind: value}
+
+
+def _logprobs(params: dict, kind: str) -> int | None:
+    """How many top alternatives to return with each token's logprob (None: no logprobs).
+    Chat: logprobs true/false and top_logprobs in [0, 20]; completions: logprobs an integer
+    in [0, 20] (OpenAI allows 5), and not with echo (the prompt's logprobs are not computed)."""
+    lp = params.get("logprobs")
+    if kind == "chat":
+        on = _bool(params, "logprobs")
+        top = _number(params, "top_logprobs", 0)
+        if top and not on:
+            raise InvalidRequestError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        return top if on else None
+    if params.get("top_logprobs") is not None:
+        raise InvalidRequestError("'top_logprobs' is a chat parameter; completions take 'logprobs': N",
+                                  "top_logprobs")
+    if lp is None:
+        return None
+    if isinstance(lp, bool):
+        raise InvalidRequestError("'logprobs' must be an integer (how many alternatives per token) for "
+                                  "completions", "logprobs")
+    n = check("top_logprobs", lp, shown="logprobs")
+    if params.get("echo"):
+        raise InvalidRequestError("'logprobs' with 'echo' (the prompt's logprobs) is not supported", "logprobs")
+    return n
 
 
 def model_id(model) -> str:

@@ -109,6 +109,10 @@ def test_schema_as_json_text_and_max_tokens(model):
     gen = model.generate(PROMPT, json_schema=schema, max_new_tokens=3, stream=True)
     gen.run()
     assert gen.finish_reason == "length" and gen.completion_tokens == 3
+    gen = model.generate(PROMPT, json_schema=schema, max_new_tokens=100, stream=True)
+    gen.run()
+    exact = model.generate(PROMPT, json_schema=schema, max_new_tokens=gen.completion_tokens, stream=True)
+    assert exact.run() == a and exact.stop_reason == "grammar"  # complete at exactly max_tokens: "stop"
 
 
 REGEXES = [r"[0-9]{3}-[0-9]{4}", r"(yes|no|maybe)", r"[a-z]{1,8} [a-z]{1,8}\.", r"\d{1,2}:\d{2} (am|pm)",

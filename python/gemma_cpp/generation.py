@@ -236,6 +236,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                     got = g.next(1)
                     if not got:
                         p.stop_reason = g.stop_reason
+                        if p.stop_reason == "length" and getattr(mask, "complete", None) and mask.complete(p.ids):
+                            p.stop_reason = "grammar"  # the last token allowed completed it
                         return
                     if p.t_first is None:
                         p.t_first = time.perf_counter()

@@ -176,10 +176,10 @@ class GrammarMask:
             raise RuntimeError(f"structured output: {m.get_error()}")
         return self.words
 
-    @property
-    def accepting(self) -> bool:
-        """The output so far is complete (it could end here)."""
-        return self.matcher.is_accepting()
+    def complete(self, ids: list) -> bool:
+        """Whether `ids` complete the grammar so that no more tokens are allowed (the generation
+        would end here anyway: a bounded output that used exactly max_tokens)."""
+        return self(ids) is END
 
 
 __all__ = ["CONSTRAINTS", "END", "EXTRA", "GrammarMask", "JSON_DEFAULTS", "StructuredOutputUnavailable",

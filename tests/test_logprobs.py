@@ -1,11 +1,12 @@
 """logprobs / top_logprobs: each token's log-probability from the distribution the sampler drew
-from (after penalties and mask, before temperature), on generate, chat, create_*completion and
-the server, in OpenAI's shapes."""
+from (after penalties, logit_bias and mask, before temperature), on generate, chat,
+create_*completion and the server, in OpenAI's shapes; and logit_bias itself."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -137,3 +138,29 @@ def test_server_and_openai_client(model):
         bad = http.post("/v1/chat/completions", json={"messages": msgs, "top_logprobs": 99, "logprobs": True})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
         assert json.loads(bad.text)["error"]["type"] == "invalid_request_error"
+
+
+def test_logit_bias(model):
+    """OpenAI's logit_bias: added to the logits after the penalties (the logprobs show it exactly);
+    -100 bans a token, +100 forces it; JSON's string keys work; bad ones are named."""
+    ids = model.tokenize(PROMPT)
+    free = model.generate(ids, max_new_tokens=6, ignore_eos=True)
+    ban = {free[0]: -100}
+    out = model.generate(ids, max_new_tokens=6, ignore_eos=True, logit_bias=ban)
+    assert out[0] != free[0] and free[0] not in out
+    forced = model.generate(ids, max_new_tokens=4, ignore_eos=True, logit_bias={7: 100.0})
+    assert forced == [7, 7, 7, 7]
+    g = model.generate(ids, max_new_tokens=1, logprobs=True, top_logprobs=0, logit_bias={free[0]: 2.5},
+                       stream=True)
+    g.run()
+    ref = model.logits(ids)[-1].astype(np.float64)
+    ref[free[0]] += 2.5
+    assert abs(g.logprobs[0][1] - _log_softmax(ref)[free[0]]) < 1e-5
+    assert model.generate(ids, max_new_tokens=6, ignore_eos=True) == free  # cleared after the call
+    r = model.create_completion(PROMPT, max_tokens=3, temperature=0, logit_bias={"7": 100})
+    assert model.tokenize(r["choices"][0]["text"], add_bos=False) == [7, 7, 7]
+    for bad, msg in (({"x": 1}, "token ids"), ({"99999": 1}, "outside the vocabulary"), ({"7": 101}, "in [-100, 100]"),
+                     ([1, 2], "must be an object")):
+        with pytest.raises(InvalidRequestError, match=re.escape(msg)) as e:
+            model.create_chat_completion([{"role": "user", "content": "hi"}], logit_bias=bad)
+        assert e.value.param.startswith("logit_bias")

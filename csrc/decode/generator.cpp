@@ -70,10 +70,22 @@ int32_t Generator::sample(const SamplingParams& p) {
   const auto& hist = session_.tokens();
   apply_repetition_penalty(work_.data(), vocab(), p.repetition_penalty, hist.data(), int(hist.size()), seen_);
   counts_.apply_penalties(work_.data(), p.presence_penalty, p.frequency_penalty);
+  for (const auto& [id, b] : bias_) work_[size_t(id)] += b;
   if (mask_.active()) mask_.apply(work_.data(), vocab());
   const int32_t tok = sampler_.sample(work_.data(), vocab(), p);  // (reads work_, leaves it as is)
   if (lp_top_ >= 0) record_logprob(tok);
   return tok;
+}
+
+void Generator::set_logit_bias(const int32_t* ids, const float* bias, int n) {
+  std::vector<std::pair<int32_t, float>> b;
+  for (int i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab())
+      throw std::invalid_argument("logit_bias: token id " + std::to_string(ids[i]) + " is outside the vocabulary");
+    if (!std::isfinite(bias[i])) throw std::invalid_argument("logit_bias: values must be finite");
+    b.push_back({ids[i], bias[i]});
+  }
+  bias_ = std::move(b);
 }
 
 void Generator::record_logprob(int32_t tok) {

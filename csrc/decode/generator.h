@@ -69,6 +69,9 @@ class Generator {
     std::vector<std::pair<int32_t, float>> top;  // best first; ties: the lower id first
   };
   void set_logprobs(int top) { lp_top_ = top; }
+  // OpenAI's logit_bias: `bias[i]` added to the logit of `ids[i]` after the penalties and before
+  // the mask, for the following steps, until replaced (n = 0 clears). Ids must be in the vocabulary.
+  void set_logit_bias(const int32_t* ids, const float* bias, int n);
   const TokenLogprob& last_logprob() const { return lp_; }
 
   // --- low level (logits, tests, benchmarks) ---
@@ -98,6 +101,7 @@ class Generator {
   TokenCounts counts_;
   TokenMask mask_;
   int lp_top_ = -1;
+  std::vector<std::pair<int32_t, float>> bias_;
   TokenLogprob lp_;
 
   // The running generation.

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from . import structured
-from .params import InvalidParameterType, check, resolve_seed
+from .params import InvalidParameterType, check, check_logit_bias, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder
 
 # Why a generation ended (Generation.stop_reason): the C++ StopReason names, plus "stop" (a stop
@@ -111,6 +111,7 @@ class Generation:
     `logprobs` (None: off; k in [0, 20]) records each token's log-probability and the k best
     (`logprobs`), from the distribution the sampler drew from, after the penalties and the mask
     and before temperature (the C++ Generator's set_logprobs);
+    `logit_bias` ({id: bias in [-100, 100]}) is added to those logits after the penalties, before the mask;
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
     """
@@ -120,8 +121,8 @@ class Generation:
                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0, seed: int | None = None,
                  stop: Sequence[str] | str | None = None, ignore_eos: bool = False,
                  token_mask: TokenMask | None = None, json_schema: Any = None, regex: str | None = None,
-                 grammar: str | None = None, logprobs: int | None = None, cancel: threading.Event | None = None,
-                 text: bool = True):
+                 grammar: str | None = None, logprobs: int | None = None, logit_bias: dict | None = None,
+                 cancel: threading.Event | None = None, text: bool = True):
         self.model = model
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.prompt_tokens = len(self.prompt_ids)
@@ -139,9 +140,10 @@ class Generation:
             token_mask = structured.GrammarMask(model, constraint)
         if logprobs is not None:
             logprobs = check("top_logprobs", logprobs)
+        bias = check_logit_bias(logit_bias, model.config.vocab_size) if logit_bias else None
         self._p = _Progress()
         ids = _token_ids(self._p, model, self.prompt_ids, params, self.max_tokens, end_ids, seed, token_mask,
-                         cancel, logprobs)
+                         cancel, logprobs, bias)
         self._iter = _text_pieces(self._p, ids, StreamDecoder(model.tokenizer, self.prompt_ids),
                                   StopMatcher(self.stop)) if text else ids
 
@@ -207,7 +209,7 @@ class Generation:
 
 def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: int, end_ids: list[int],
                seed: int, mask: TokenMask | None, cancel: threading.Event | None,
-               logprobs: int | None = None) -> Iterator[int]:
+               logprobs: int | None = None, bias: tuple | None = None) -> Iterator[int]:
     """The generated ids, one C++ call each, holding the Model's lock while it runs."""
     p.t_start = time.perf_counter()
     try:
@@ -220,6 +222,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
             p.prefilled = g.start(prompt_ids, params, max_tokens, end_ids, seed)
             if logprobs is not None:
                 g.set_logprobs(logprobs)
+            if bias:
+                g.set_logit_bias(*bias)
             try:
                 if mask is not None and not callable(mask):
                     g.set_mask(mask)
@@ -250,6 +254,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                     g.set_mask(None)
                 if logprobs is not None:
                     g.set_logprobs(-1)
+                if bias:
+                    g.set_logit_bias([], [])
     finally:
         p.t_end = time.perf_counter()
 

@@ -269,7 +269,7 @@ class Model:
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
                  ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
                  json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None,
-                 logprobs: bool = False, top_logprobs: int = 0):
+                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None):
         """Continue `prompt`.
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -292,7 +292,9 @@ class Model:
         more (stop_reason "grammar"). logprobs=True (with top_logprobs=k, in [0, 20]) records each
         token's log-probability and the k best, from the distribution the sampler drew from (after
         penalties and mask, before temperature): read them from the stream's `logprobs` (stream=True),
-        or use create_completion for OpenAI's shapes. Parameter bounds: params.py.
+        or use create_completion for OpenAI's shapes. logit_bias ({token id: bias in [-100, 100]},
+        OpenAI's) is added to those logits after the penalties and before the mask.
+        Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
@@ -309,7 +311,7 @@ class Model:
                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                          frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
                          token_mask=token_mask, json_schema=json_schema, regex=regex, grammar=grammar,
-                         logprobs=top_logprobs if logprobs else None, text=as_text)
+                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text)
         if stream:
             return gen
         out = list(gen)

@@ -25,7 +25,7 @@ from typing import Any
 from .. import structured
 from ..generation import Generation
 from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidRequestError, check,
-                      json_type_name, resolve_seed)
+                      check_logit_bias, json_type_name, resolve_seed)
 from ..tokenizer import ChatTemplateError
 
 
@@ -95,8 +95,6 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")
     out["logprobs"] = _logprobs(params, kind)
-    if params.get("logit_bias"):
-        raise InvalidRequestError("'logit_bias' is not supported", "logit_bias")
     name = "max_completion_tokens" if params.get("max_completion_tokens") is not None else "max_tokens"
     out["max_tokens"] = _number(params, name, default_max_tokens, "max_new_tokens")
     rp_name = "repetition_penalty" if params.get("repetition_penalty") is not None else "repeat_penalty"
@@ -105,6 +103,9 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
                            repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"),
                            presence_penalty=_number(params, "presence_penalty", 0.0),
                            frequency_penalty=_number(params, "frequency_penalty", 0.0))
+    if params.get("logit_bias"):
+        ids, vals = check_logit_bias(params["logit_bias"], model.config.vocab_size)
+        out["sampling"]["logit_bias"] = dict(zip(ids, vals))
     out["seed"] = resolve_seed(_number(params, "seed", None))
     stop = params.get("stop")
     if stop is None:

@@ -176,7 +176,8 @@ def create_completion(model, prompt, /, **params):
     presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
     stream=False, echo=False, n=1,
     stream_options={"include_usage": bool}, logprobs (chat: True with top_logprobs=0..20;
-    completions: an int 0..20, the alternatives per token), model (the name to report); extensions: top_k=0,
+    completions: an int 0..20, the alternatives per token), logit_bias={token id: -100..100},
+    model (the name to report); extensions: top_k=0,
     min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False; output constraints
     (one at most; docs/structured.md): response_format={"type": "json_object"} or {"type":
     "json_schema", "json_schema": {"schema": {...}}}, json_schema={...}, regex="...", grammar="..."

@@ -171,8 +171,7 @@ def test_unsupported_roles_same_message_everywhere(model, http):
 
 
 # ---------------------------------------------------------------------------- unsupported fields
-UNSUPPORTED = {"grammar": "root ::= \"yes\"", "json_schema": {"type": "object"}, "n_predict": 5, "mirostat": 2,
-               "typical_p": 0.5, "dry_multiplier": 0.8, "response_format": {"type": "json_object"}}
+UNSUPPORTED = {"n_predict": 5, "mirostat": 2, "typical_p": 0.5, "dry_multiplier": 0.8}
 
 
 @pytest.mark.parametrize("field", sorted(UNSUPPORTED))

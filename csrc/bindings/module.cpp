@@ -218,6 +218,16 @@ PYBIND11_MODULE(_core, m) {
             g.set_mask(a.data(), size_t(a.size()));
           },
           py::arg("mask"), "Allowed next tokens: uint32 words, bit i set = id i allowed (None clears).")
+      .def("set_logit_bias", [](Generator& g, std::vector<int32_t> ids, std::vector<float> bias) {
+        if (ids.size() != bias.size()) throw std::invalid_argument("logit_bias: ids and values differ in length");
+        g.set_logit_bias(ids.data(), bias.data(), int(ids.size()));
+      }, py::arg("ids"), py::arg("bias"), "Add bias[i] to the logit of ids[i] (after penalties, before the mask).")
+      .def("set_logprobs", &Generator::set_logprobs, py::arg("top"),
+           "Record each sampled token's log-probability and the `top` best (top < 0: off).")
+      .def("last_logprob", [](const Generator& g) {
+        const auto& lp = g.last_logprob();
+        return py::make_tuple(lp.id, lp.logprob, lp.top);
+      }, "(id, logprob, [(id, logprob), ...]) of the last sampled token (see set_logprobs).")
       .def_property_readonly("kv_dtype", [](Generator& g) { return std::string(kv_dtype_name(g.session().kv_cache().dtype())); })
       .def_property_readonly("kv_bytes_per_token", [](Generator& g) { return g.session().kv_cache().bytes_per_position(); })
       .def(

@@ -99,8 +99,46 @@ int32_t Generator::sample(const SamplingParams& p) {
   const auto& hist = session_.tokens();
   apply_repetition_penalty(work_.data(), vocab(), p.repetition_penalty, hist.data(), int(hist.size()), seen_);
   counts_.apply_penalties(work_.data(), p.presence_penalty, p.frequency_penalty);
+  for (const auto& [id, b] : bias_) work_[size_t(id)] += b;
   if (mask_.active()) mask_.apply(work_.data(), vocab());
-  return sampler_.sample(work_.data(), vocab(), p);
+  const int32_t tok = sampler_.sample(work_.data(), vocab(), p);  // (reads work_, leaves it as is)
+  if (lp_top_ >= 0) record_logprob(tok);
+  return tok;
+}
+
+void Generator::set_logit_bias(const int32_t* ids, const float* bias, int n) {
+  std::vector<std::pair<int32_t, float>> b;
+  for (int i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab())
+      throw std::invalid_argument("logit_bias: token id " + std::to_string(ids[i]) + " is outside the vocabulary");
+    if (!std::isfinite(bias[i])) throw std::invalid_argument("logit_bias: values must be finite");
+    b.push_back({ids[i], bias[i]});
+  }
+  bias_ = std::move(b);
+}
+
+void Generator::record_logprob(int32_t tok) {
+  const float* x = work_.data();
+  const int n = vocab();
+  float mx = -INFINITY;
+  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(x[i]) - double(mx));  // exp(-inf) = 0
+  const double lse = double(mx) + std::log(sum);
+  lp_.id = tok;
+  lp_.logprob = float(double(x[tok]) - lse);
+  // The `top` best ids in one pass: a small sorted list, best first (ties: lower id first).
+  auto& top = lp_.top;
+  top.clear();
+  const size_t k = size_t(lp_top_);
+  for (int i = 0; k > 0 && i < n; ++i) {
+    if (x[i] == -INFINITY || (top.size() == k && !(x[i] > top.back().second))) continue;
+    auto pos = std::upper_bound(top.begin(), top.end(), x[i],
+                                [](float v, const std::pair<int32_t, float>& e) { return v > e.second; });
+    top.insert(pos, {i, x[i]});
+    if (top.size() > k) top.pop_back();
+  }
+  for (auto& e : top) e.second = float(double(e.second) - lse);
 }
 
 int32_t Generator::step(int32_t token, const SamplingParams& p, const Check& check) {

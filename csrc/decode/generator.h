@@ -59,6 +59,20 @@ class Generator {
   // The allowed-token mask for the following steps (see TokenMask), until replaced or cleared.
   void set_mask(const uint32_t* words, size_t n_words) { mask_.set(words, n_words, vocab()); }
   void clear_mask() { mask_.clear(); }
+  // Log-probabilities of each sampled token and of the `top` most likely ids (top < 0: off, the
+  // default, costing nothing), from the distribution the sampler drew from before temperature:
+  // the logits after the penalties and the mask, log-softmaxed. last_logprob() is the last
+  // sampled token's (also of one that ended the generation).
+  struct TokenLogprob {
+    int32_t id = -1;
+    float logprob = 0.f;
+    std::vector<std::pair<int32_t, float>> top;  // best first; ties: the lower id first
+  };
+  void set_logprobs(int top) { lp_top_ = top; }
+  // OpenAI's logit_bias: `bias[i]` added to the logit of `ids[i]` after the penalties and before
+  // the mask, for the following steps, until replaced (n = 0 clears). Ids must be in the vocabulary.
+  void set_logit_bias(const int32_t* ids, const float* bias, int n);
+  const TokenLogprob& last_logprob() const { return lp_; }
 
   // --- low level (logits, tests, benchmarks) ---
   // Runs `tokens` at the end of the session (ending any generation). all_logits_out: nullptr,
@@ -78,6 +92,7 @@ class Generator {
  private:
   void forward(const int32_t* tokens, int n, float* all_logits_out, const Check& check);
   void end_generation();  // back to no generation running (low-level calls, reset)
+  void record_logprob(int32_t tok);
   Check with_interrupt(const Check& check);
 
   Session session_;
@@ -87,6 +102,9 @@ class Generator {
   std::vector<uint8_t> seen_;  // repetition-penalty scratch
   TokenCounts counts_;
   TokenMask mask_;
+  int lp_top_ = -1;
+  std::vector<std::pair<int32_t, float>> bias_;
+  TokenLogprob lp_;
 
   // The running generation.
   bool active_ = false;

@@ -1,6 +1,6 @@
 // Logits processors: in-place edits of the next-token logits before the sampler, in this order
 // (docs/sampling.md):
-//   repetition penalty -> presence and frequency penalties -> allowed-token mask.
+//   repetition penalty -> presence and frequency penalties -> logit_bias (Generator) -> allowed-token mask.
 #pragma once
 #include <cstddef>
 #include <cstdint>

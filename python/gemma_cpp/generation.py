@@ -26,17 +26,20 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import numpy as np
 
 from . import _core
-from .params import InvalidParameterType, check, resolve_seed
+from . import structured
+from .params import InvalidParameterType, check, check_logit_bias, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder
 
 # Why a generation ended (Generation.stop_reason): the C++ StopReason names, plus "stop" (a stop
-# string) and "cancelled" (the `cancel` event); None when the stream was closed early or raised.
+# string), "grammar" (a json_schema/regex/grammar constraint is complete and allows no more
+# tokens) and "cancelled" (the `cancel` event); None when the stream was closed early or raised.
 # OpenAI's finish_reason folds them into three ("cancelled" for None too).
-FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length",
+FINISH_REASON = {"eos": "stop", "stop": "stop", "grammar": "stop", "length": "length", "context": "length",
                  "interrupted": "cancelled", "cancelled": "cancelled"}
 
 # A fixed allowed-token mask, or a function of the ids generated so far giving one (or None for
-# "any token") before each step: the seam for grammar-constrained output. Masks are uint32 words,
+# "any token", or structured.END to end the generation, stop_reason "grammar") before each step:
+# the seam for grammar-constrained output (structured.GrammarMask). Masks are uint32 words,
 # bit i of word i // 32 set when id i is allowed (see token_mask()).
 TokenMask = Union[np.ndarray, Callable[[list], Union[np.ndarray, None]]]
 
@@ -80,11 +83,12 @@ def stop_strings(stop: Sequence[str] | str | None) -> list[str]:
 class _Progress:
     """What a running generation has produced so far, and why it ended."""
 
-    __slots__ = ("ids", "text_parts", "stop_reason", "prefilled", "generation_id", "interrupted", "t_start",
-                 "t_first", "t_end")
+    __slots__ = ("ids", "logprobs", "text_parts", "stop_reason", "prefilled", "generation_id", "interrupted",
+                 "t_start", "t_first", "t_end")
 
     def __init__(self):
         self.ids: list[int] = []
+        self.logprobs: list[tuple] = []  # (id, logprob, [(id, logprob), ...]) per id, when asked for
         self.text_parts: list[str] = []
         self.stop_reason: str | None = None
         self.prefilled = 0  # prompt tokens run through the model (the rest came from the cache)
@@ -99,10 +103,15 @@ class Generation:
     Iterate it for text pieces (text=True: they join to the whole text) or for token ids. It runs
     lazily: the Model's lock is taken at the first item and held until the generation ends, is
     closed or is dropped; iterate and close it in one thread. Every parameter is checked when it
-    is created. Afterwards: `stop_reason` ("eos", "stop", "length", "context", "interrupted" or
-    "cancelled"), `finish_reason` (OpenAI's "stop", "length" or "cancelled"), `ids`,
+    is created. Afterwards: `stop_reason` ("eos", "stop", "grammar", "length", "context",
+    "interrupted" or "cancelled"), `finish_reason` (OpenAI's "stop", "length" or "cancelled"), `ids`,
     `completion_tokens`, `text` and the timings.
 
+    `json_schema`, `regex` or `grammar` (one of them) constrains the output (structured.py);
+    `logprobs` (None: off; k in [0, 20]) records each token's log-probability and the k best
+    (`logprobs`), from the distribution the sampler drew from, after the penalties and the mask
+    and before temperature (the C++ Generator's set_logprobs);
+    `logit_bias` ({id: bias in [-100, 100]}) is added to those logits after the penalties, before the mask;
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
     """
@@ -111,7 +120,9 @@ class Generation:
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  presence_penalty: float = 0.0, frequency_penalty: float = 0.0, seed: int | None = None,
                  stop: Sequence[str] | str | None = None, ignore_eos: bool = False,
-                 token_mask: TokenMask | None = None, cancel: threading.Event | None = None, text: bool = True):
+                 token_mask: TokenMask | None = None, json_schema: Any = None, regex: str | None = None,
+                 grammar: str | None = None, logprobs: int | None = None, logit_bias: dict | None = None,
+                 cancel: threading.Event | None = None, text: bool = True):
         self.model = model
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.prompt_tokens = len(self.prompt_ids)
@@ -122,13 +133,23 @@ class Generation:
                                  frequency_penalty)
         self.stop = [s for s in stop_strings(stop) if s]
         end_ids = [] if ignore_eos else sorted(model.tokenizer.stop_ids)
+        constraint = structured.grammar_of(json_schema, regex, grammar)
+        if constraint is not None:
+            if token_mask is not None:
+                raise ValueError("token_mask and a json_schema/regex/grammar constraint cannot be combined")
+            token_mask = structured.GrammarMask(model, constraint)
+        if logprobs is not None:
+            logprobs = check("top_logprobs", logprobs)
+        bias = check_logit_bias(logit_bias, model.config.vocab_size) if logit_bias else None
         self._p = _Progress()
         ids = _token_ids(self._p, model, self.prompt_ids, params, self.max_tokens, end_ids, seed, token_mask,
-                         cancel)
+                         cancel, logprobs, bias)
         self._iter = _text_pieces(self._p, ids, StreamDecoder(model.tokenizer, self.prompt_ids),
                                   StopMatcher(self.stop)) if text else ids
 
     ids = property(lambda self: list(self._p.ids))
+    # With logprobs=k: (id, logprob, [(id, logprob) of the k best]) of each id in `ids`.
+    logprobs = property(lambda self: list(self._p.logprobs))
     completion_tokens = property(lambda self: len(self._p.ids))
     stop_reason = property(lambda self: self._p.stop_reason)
     prefilled_tokens = property(lambda self: self._p.prefilled)
@@ -187,7 +208,8 @@ class Generation:
 
 
 def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: int, end_ids: list[int],
-               seed: int, mask: TokenMask | None, cancel: threading.Event | None) -> Iterator[int]:
+               seed: int, mask: TokenMask | None, cancel: threading.Event | None,
+               logprobs: int | None = None, bias: tuple | None = None) -> Iterator[int]:
     """The generated ids, one C++ call each, holding the Model's lock while it runs."""
     p.t_start = time.perf_counter()
     try:
@@ -198,6 +220,10 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                 p.stop_reason = "interrupted"
                 return
             p.prefilled = g.start(prompt_ids, params, max_tokens, end_ids, seed)
+            if logprobs is not None:
+                g.set_logprobs(logprobs)
+            if bias:
+                g.set_logit_bias(*bias)
             try:
                 if mask is not None and not callable(mask):
                     g.set_mask(mask)
@@ -206,18 +232,30 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                         p.stop_reason = "cancelled"
                         return
                     if callable(mask) and g.stop_reason is None:  # (not once the last token is out)
-                        g.set_mask(mask(list(p.ids)))
+                        m = mask(list(p.ids))
+                        if m is structured.END:
+                            p.stop_reason = "grammar"
+                            return
+                        g.set_mask(m)
                     got = g.next(1)
                     if not got:
                         p.stop_reason = g.stop_reason
+                        if p.stop_reason == "length" and getattr(mask, "complete", None) and mask.complete(p.ids):
+                            p.stop_reason = "grammar"  # the last token allowed completed it
                         return
                     if p.t_first is None:
                         p.t_first = time.perf_counter()
+                    if logprobs is not None:
+                        p.logprobs.append(g.last_logprob())
                     p.ids.append(got[0])
                     yield got[0]
             finally:
                 if mask is not None:
                     g.set_mask(None)
+                if logprobs is not None:
+                    g.set_logprobs(-1)
+                if bias:
+                    g.set_logit_bias([], [])
     finally:
         p.t_end = time.perf_counter()
 

@@ -23,7 +23,8 @@ from . import _core
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
 from .openai import responses as openai_responses  # never imports this module: no cycle
-from .params import DEFAULT_KV_DTYPE, DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, check, resolve_seed
+from .params import (DEFAULT_KV_DTYPE, DEFAULT_MAX_TOKENS, KV_DTYPES, ContextLengthError, InvalidRequestError, check,
+                     resolve_seed)
 from .tokenizer import Tokenizer
 from .variant import BASE, base_chat_warning, of_header
 
@@ -285,7 +286,9 @@ class Model:
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
-                 ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None):
+                 ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
+                 json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None,
+                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None):
         """Continue `prompt`.
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -302,10 +305,21 @@ class Model:
         seed draws a fresh random one per call. temperature=0 is greedy and ignores the seed.
         token_mask: the allowed next ids, a bitmask (generation.token_mask(ids, vocab)) or a
         function of the ids generated so far returning one (or None) before each step.
+        json_schema (a dict or JSON text), regex or grammar (Lark as llguidance takes it, or GBNF):
+        the output must match it (docs/structured.md; needs the [structured] extra). It is applied
+        to every token, greedy too; generation ends when the constraint is complete and allows no
+        more (stop_reason "grammar"). logprobs=True (with top_logprobs=k, in [0, 20]) records each
+        token's log-probability and the k best, from the distribution the sampler drew from (after
+        penalties and mask, before temperature): read them from the stream's `logprobs` (stream=True),
+        or use create_completion for OpenAI's shapes. logit_bias ({token id: bias in [-100, 100]},
+        OpenAI's) is added to those logits after the penalties and before the mask.
         Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
+        top_logprobs = check("top_logprobs", top_logprobs)
+        if top_logprobs and not logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs=True", "top_logprobs")
         stop = stop_strings(stop)
         if stop and not as_text:
             raise ValueError("stop strings apply to text prompts; with token ids, check the ids yourself")
@@ -315,7 +329,8 @@ class Model:
         gen = Generation(self, ids, max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                          frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
-                         token_mask=token_mask, text=as_text)
+                         token_mask=token_mask, json_schema=json_schema, regex=regex, grammar=grammar,
+                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text)
         if stream:
             return gen
         out = list(gen)
@@ -333,6 +348,10 @@ class Model:
         generate_kwargs.pop("add_bos", None)
         stream = generate_kwargs.pop("stream", False)
         generate_kwargs["max_tokens"] = generate_kwargs.pop("max_new_tokens", DEFAULT_MAX_TOKENS)
+        if generate_kwargs.pop("logprobs", False):
+            generate_kwargs["logprobs"] = generate_kwargs.pop("top_logprobs", 0)
+        elif generate_kwargs.pop("top_logprobs", 0):
+            raise InvalidRequestError("top_logprobs needs logprobs=True", "top_logprobs")
         gen = Generation(self, ids, **generate_kwargs)
         return gen if stream else gen.run()
 

@@ -88,6 +88,8 @@ BOUNDS: dict[str, Bound] = {
     "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
     "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
+    "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range
+    "logit_bias": Bound(float, lo=-100.0, hi=100.0),  # each value; OpenAI's range
 }
 
 # What each front calls a canonical parameter, where it differs.
@@ -134,6 +136,25 @@ def check(name: str, value: Any, shown: str | None = None):
     return value
 
 
+def check_logit_bias(bias: Any, vocab_size: int, shown: str = "logit_bias") -> tuple[list[int], list[float]]:
+    """OpenAI's logit_bias, {token id: bias} (ids as ints or, from JSON, as digit strings; each
+    bias in [-100, 100]), as (ids, values); raises InvalidRequestError naming `shown`."""
+    if not isinstance(bias, dict):
+        raise InvalidParameterType(f"{shown} must be an object mapping token ids to numbers, got "
+                                   f"{json_type_name(bias)}", shown)
+    ids, vals = [], []
+    for k, v in bias.items():
+        try:
+            i = int(k) if isinstance(k, str) and k.strip().lstrip("-").isdigit() else k.__index__()
+        except (AttributeError, TypeError):
+            raise InvalidRequestError(f"{shown}: keys must be token ids, got {k!r}", shown) from None
+        if isinstance(k, bool) or not 0 <= i < vocab_size:
+            raise InvalidRequestError(f"{shown}: token id {k!r} is outside the vocabulary [0, {vocab_size})", shown)
+        ids.append(i)
+        vals.append(check("logit_bias", v, shown=f"{shown}[{k!r}]"))
+    return ids, vals
+
+
 def resolve_seed(seed: int | None) -> int:
     """The seed rule of every entry point: an explicit seed is used as given (reproducible);
     no seed draws a fresh random one, so repeated sampled calls differ (as in transformers and
@@ -143,4 +164,4 @@ def resolve_seed(seed: int | None) -> int:
 
 __all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
            "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
-           "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS"]
+           "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS", "check_logit_bias"]

@@ -86,6 +86,7 @@ class Tokenizer:
         pattern = "|".join(re.escape(p) for p in sorted(self._special_ids, key=len, reverse=True))
         self._special_re = re.compile(f"({pattern})") if pattern else None
         self._template = None
+        self._token_bytes: tuple[list[bytes], list[int]] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -121,6 +122,35 @@ class Tokenizer:
 
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
+
+    def token_bytes(self) -> tuple[list[bytes], list[int]]:
+        """The bytes each id stands for in generated text, and the special ids.
+
+        A byte piece `<0xNN>` is that one byte; "▁" is a space; a control or unknown piece, one
+        of our special ids (bos, eos, turn markers) or a user-defined `<...>` piece (Gemma's
+        `<unusedN>`, `<mask>`, `<start_of_image>`, ...: llama.cpp's rule) is special, and so never
+        text. What a grammar engine (structured.py) and logprobs' token bytes need. (Cached.)
+        """
+        if self._token_bytes is None:
+            self._token_bytes = self._make_token_bytes()
+        return self._token_bytes
+
+    def _make_token_bytes(self) -> tuple[list[bytes], list[int]]:
+        sp = self.sp
+        special_ids = set(self._special_ids.values())
+        out: list[bytes] = []
+        special: list[int] = []
+        for i in range(sp.get_piece_size()):
+            p = sp.id_to_piece(i)
+            if sp.is_byte(i):
+                out.append(bytes([int(p[3:5], 16)]))
+            elif (sp.is_control(i) or sp.is_unknown(i) or i in special_ids
+                  or (len(p) > 2 and p[0] == "<" and p[-1] == ">")):
+                out.append(p.encode("utf-8"))
+                special.append(i)
+            else:
+                out.append(p.replace("\u2581", " ").encode("utf-8"))
+        return out, special
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The prompt string, exactly as transformers' apply_chat_template(tokenize=False) renders it."""

@@ -7,7 +7,7 @@ import sys
 
 from .common import PROG, Out, chat_prompt_ids, gen_kwargs, max_new
 from .models import default_model, open_model
-from .options import add_model, add_runtime, add_sampling
+from .options import add_constraints, add_model, add_runtime, add_sampling
 
 _CHAT_HELP = "commands: /reset (forget the conversation), /exit (quit), /help; Ctrl-C stops an answer"
 
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     add_model(p)
     p.add_argument("--system", default=None, help="system prompt (put at the start of the first user turn)")
     add_sampling(p)
+    add_constraints(p)
     add_runtime(p)
     p.set_defaults(func=main)
 

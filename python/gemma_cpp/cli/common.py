@@ -32,10 +32,12 @@ class Out:
 
 
 def gen_kwargs(args) -> dict[str, Any]:
-    """The sampling flags (options.add_sampling) as Generation's keyword arguments."""
+    """The sampling flags (options.add_sampling) and the output constraint (options.add_constraints)
+    as Generation's keyword arguments."""
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                 repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                frequency_penalty=args.frequency_penalty)
+                frequency_penalty=args.frequency_penalty, json_schema=getattr(args, "json_schema", None),
+                grammar=getattr(args, "grammar", None), regex=getattr(args, "regex", None))
 
 
 def chat_prompt_ids(model, messages) -> list[int]:

@@ -131,3 +131,40 @@ def add_sampling(p) -> None:
     g.add_argument("--stop", action="append", default=None, metavar="TEXT", type=unescape,
                    help="stop when TEXT is generated (repeatable; not included in the output; "
                         "\\n, \\t, \\\\ are unescaped)")
+
+
+def constraint_file(kind: str, flag: str):
+    """An argparse type: the text of a --json-schema / --grammar FILE, checked by the constraint
+    compiler (structured.py), so a bad file is a usage error naming the flag."""
+    def conv(path: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"cannot read {path}: {e}") from None
+        return check_constraint(kind, text, flag)
+    return conv
+
+
+def check_constraint(kind: str, value: str, flag: str) -> str:
+    from ..params import InvalidRequestError
+    from ..structured import StructuredOutputUnavailable, grammar_of
+
+    try:
+        grammar_of(**{kind: value}, names={kind: flag})
+    except (InvalidRequestError, StructuredOutputUnavailable) as e:
+        msg = str(e)
+        raise argparse.ArgumentTypeError(msg[len(flag) + 2:] if msg.startswith(flag + ": ") else msg) from None
+    return value
+
+
+def add_constraints(p) -> None:
+    """--json-schema FILE, --grammar FILE, --regex RE: the output must match (docs/structured.md)."""
+    g = p.add_argument_group("output constraint (one at most; needs the [structured] extra)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--json-schema", metavar="FILE", type=constraint_file("json_schema", "--json-schema"),
+                   default=None, help="the output is JSON valid under the JSON schema in FILE")
+    x.add_argument("--grammar", metavar="FILE", type=constraint_file("grammar", "--grammar"), default=None,
+                   help="the output matches the grammar in FILE: llguidance's Lark syntax, or llama.cpp's GBNF")
+    x.add_argument("--regex", metavar="RE", type=lambda v: check_constraint("regex", v, "--regex"), default=None,
+                   help="the whole output matches the regular expression RE")

@@ -8,7 +8,7 @@ from typing import Any
 
 from .common import PROG, Out, chat_prompt_ids, gen_kwargs, max_new
 from .models import default_model, is_model_path, open_model
-from .options import add_runtime, add_sampling
+from .options import add_constraints, add_runtime, add_sampling
 
 
 def add_parser(sub) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
                    help="print one JSON object (text, token counts, tokens/s, finish_reason) instead of streaming")
     p.add_argument("-v", "--verbose", action="store_true", help="print token counts and speed to stderr")
     add_sampling(p)
+    add_constraints(p)
     add_runtime(p)
     p.set_defaults(func=main)
 

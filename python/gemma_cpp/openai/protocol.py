@@ -9,7 +9,8 @@ Defaults follow OpenAI's API, not `Model.generate`: temperature 1.0, top_p 1.0, 
 random seed for each call unless `seed` is given (pass temperature=0 for greedy output).
 presence_penalty and frequency_penalty are OpenAI's (in [-2, 2], over the generated tokens).
 Extensions beyond OpenAI's parameters, named as llama.cpp names them: top_k, min_p,
-repeat_penalty (or repetition_penalty), ignore_eos.
+repeat_penalty (or repetition_penalty), ignore_eos, and the constraints grammar (GBNF or Lark) and
+json_schema (beside OpenAI's response_format), plus regex (docs/structured.md).
 
 Works on any Model passed in; never imports model.py (gemma_cpp.model imports this layer).
 """
@@ -21,23 +22,25 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import structured
 from ..generation import Generation
 from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidRequestError, check,
-                      json_type_name, resolve_seed)
+                      check_logit_bias, json_type_name, resolve_seed)
 from ..tokenizer import ChatTemplateError
 
 
 # ---------------------------------------------------------------------------- parameters
 # Fields a request may carry. Everything else gets HTTP 400 naming the field: a field we do not
-# implement (grammar, json_schema, mirostat, typical_p, dry_*, n_predict, ...) would change the
+# implement (mirostat, typical_p, dry_*, n_predict, ...) would change the
 # output, and answering 200 with unconstrained text would hide that. IGNORED_FIELDS are sent
 # routinely by OpenAI clients and SDKs and do not change the text (listed in docs/server.md).
 IGNORED_FIELDS = frozenset({"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 _COMMON = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
            "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "stop", "stream",
-           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "ignore_eos"} | IGNORED_FIELDS
+           "stream_options", "n", "logprobs", "top_logprobs", "logit_bias", "ignore_eos", "response_format",
+           "json_schema", "grammar", "regex"} | IGNORED_FIELDS
 _COMPLETION = _COMMON | {"prompt", "echo", "suffix", "best_of"}
-_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice", "functions", "function_call"}
+_CHAT = _COMMON | {"messages", "tools", "tool_choice", "functions", "function_call"}
 
 
 @dataclass
@@ -56,11 +59,14 @@ class Request:
     echo: bool
     ignore_eos: bool
     model_name: str
+    constraint: dict[str, Any] = field(default_factory=dict)  # {"json_schema" | "regex" | "grammar": value}
+    logprobs: int | None = None  # None: none; k: each token's logprob and the k best
     extra: dict[str, Any] = field(default_factory=dict)
 
     def generation(self, model, cancel: threading.Event | None = None) -> Generation:
         return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
-                              ignore_eos=self.ignore_eos, cancel=cancel, **self.sampling)
+                          ignore_eos=self.ignore_eos, cancel=cancel, logprobs=self.logprobs, **self.sampling,
+                          **self.constraint)
 
 
 def _number(params, name, default, canonical=None):
@@ -88,13 +94,7 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     bo = params.get("best_of")
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")
-    lp = params.get("logprobs")
-    if lp not in (None, False, 0):
-        raise InvalidRequestError("'logprobs' is not supported", "logprobs")
-    if params.get("top_logprobs") not in (None, 0):
-        raise InvalidRequestError("'top_logprobs' is not supported", "top_logprobs")
-    if params.get("logit_bias"):
-        raise InvalidRequestError("'logit_bias' is not supported", "logit_bias")
+    out["logprobs"] = _logprobs(params, kind)
     name = "max_completion_tokens" if params.get("max_completion_tokens") is not None else "max_tokens"
     out["max_tokens"] = _number(params, name, default_max_tokens, "max_new_tokens")
     rp_name = "repetition_penalty" if params.get("repetition_penalty") is not None else "repeat_penalty"
@@ -103,6 +103,9 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
                            repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"),
                            presence_penalty=_number(params, "presence_penalty", 0.0),
                            frequency_penalty=_number(params, "frequency_penalty", 0.0))
+    if params.get("logit_bias"):
+        ids, vals = check_logit_bias(params["logit_bias"], model.config.vocab_size)
+        out["sampling"]["logit_bias"] = dict(zip(ids, vals))
     out["seed"] = resolve_seed(_number(params, "seed", None))
     stop = params.get("stop")
     if stop is None:
@@ -122,7 +125,74 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     if mname is not None and not isinstance(mname, str):
         raise InvalidRequestError("'model' must be a string", "model")
     out["model_name"] = mname or model_id(model)
+    out["constraint"] = constraint(params)
     return out
+
+
+def constraint(params: dict) -> dict[str, Any]:
+    """The output constraint of a request, checked: OpenAI's response_format ({"type": "text"},
+    {"type": "json_object"} (any JSON object, or llama-server's "schema" in it) or {"type":
+    "json_schema", "json_schema": {"schema": ...}}), or llama-server's json_schema / grammar
+    fields, or regex. At most one; a bad one is an InvalidRequestError naming its field."""
+    found: list[tuple[str, str, Any]] = []  # (field, kind, value)
+    rf = params.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict):
+            raise InvalidRequestError("'response_format' must be an object", "response_format")
+        kind = rf.get("type")
+        if kind == "json_object":
+            schema = rf.get("schema")
+            found.append(("response_format", "json_schema", {"type": "object"} if schema is None else schema))
+        elif kind == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict):
+                raise InvalidRequestError("response_format.json_schema must be an object holding the 'schema'",
+                                          "response_format")
+            schema = js.get("schema")
+            found.append(("response_format", "json_schema", {} if schema is None else schema))
+        elif kind != "text":
+            raise InvalidRequestError(f"response_format.type must be 'text', 'json_object' or 'json_schema', "
+                                      f"got {kind!r}", "response_format")
+    for name in ("json_schema", "grammar", "regex"):
+        v = params.get(name)
+        if v is not None and v != "":  # llama-server clients send grammar: "" for none
+            found.append((name, name, v))
+    if not found:
+        return {}
+    if len(found) > 1:
+        raise InvalidRequestError(f"give one output constraint, not both '{found[0][0]}' and '{found[1][0]}'",
+                                  found[1][0])
+    field_, kind, value = found[0]
+    try:
+        structured.grammar_of(**{kind: value}, names={kind: field_})
+    except structured.StructuredOutputUnavailable as e:
+        raise InvalidRequestError(str(e), field_) from None
+    return {kind: value}
+
+
+def _logprobs(params: dict, kind: str) -> int | None:
+    """How many top alternatives to return with each token's logprob (None: no logprobs).
+    Chat: logprobs true/false and top_logprobs in [0, 20]; completions: logprobs an integer
+    in [0, 20] (OpenAI allows 5), and not with echo (the prompt's logprobs are not computed)."""
+    lp = params.get("logprobs")
+    if kind == "chat":
+        on = _bool(params, "logprobs")
+        top = _number(params, "top_logprobs", 0)
+        if top and not on:
+            raise InvalidRequestError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        return top if on else None
+    if params.get("top_logprobs") is not None:
+        raise InvalidRequestError("'top_logprobs' is a chat parameter; completions take 'logprobs': N",
+                                  "top_logprobs")
+    if lp is None:
+        return None
+    if isinstance(lp, bool):
+        raise InvalidRequestError("'logprobs' must be an integer (how many alternatives per token) for "
+                                  "completions", "logprobs")
+    n = check("top_logprobs", lp, shown="logprobs")
+    if params.get("echo"):
+        raise InvalidRequestError("'logprobs' with 'echo' (the prompt's logprobs) is not supported", "logprobs")
+    return n
 
 
 def model_id(model) -> str:
@@ -229,10 +299,6 @@ def parse_chat(model, params: dict) -> Request:
     for name in ("tools", "functions"):
         if params.get(name):
             raise InvalidRequestError(f"'{name}' (tool calling) is not supported", name)
-    rf = params.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-        raise InvalidRequestError("only response_format {'type': 'text'} is supported (no JSON mode or "
-                                  "json_schema yet)", "response_format")
     tc = params.get("tool_choice")
     if tc not in (None, "none", "auto"):
         raise InvalidRequestError("'tool_choice' is not supported (no tool calling)", "tool_choice")
@@ -253,5 +319,5 @@ def _unknown(params: dict, known: set) -> None:
                                   f"ignoring it could change the output", extra[0])
 
 
-__all__ = ["IGNORED_FIELDS", "InvalidRequestError", "Request", "model_id", "normalize_messages", "parse_chat",
+__all__ = ["IGNORED_FIELDS", "InvalidRequestError", "Request", "constraint", "model_id", "normalize_messages", "parse_chat",
            "parse_completion", "render_chat"]

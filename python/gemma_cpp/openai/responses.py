@@ -43,17 +43,45 @@ def _finish(gen: Generation) -> str:
     return "length" if gen.finish_reason == "length" else "stop"  # (a cancelled one is never sent)
 
 
+# ---------------------------------------------------------------------------- logprobs
+def _entry(tb: list, tid: int, lp: float) -> dict:
+    b = tb[tid]
+    return {"token": b.decode("utf-8", errors="replace"), "logprob": lp, "bytes": list(b)}
+
+
+def logprobs_object(req: Request, model, entries: list, offset: int = 0) -> dict | None:
+    """OpenAI's `logprobs` of a choice (or chunk) for `entries` (Generation.logprobs items).
+    Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": None};
+    completions: {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"},
+    text_offset counting characters from `offset`. None when logprobs were not asked for."""
+    if req.logprobs is None:
+        return None
+    tb, _ = model.tokenizer.token_bytes()
+    if req.kind == "chat":
+        return {"content": [dict(_entry(tb, tid, lp), top_logprobs=[_entry(tb, i, v) for i, v in top])
+                            for tid, lp, top in entries], "refusal": None}
+    tokens, offsets = [], []
+    for tid, _, _ in entries:
+        offsets.append(offset)
+        tokens.append(tb[tid].decode("utf-8", errors="replace"))
+        offset += len(tokens[-1])
+    return {"tokens": tokens, "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [{tb[i].decode("utf-8", errors="replace"): v for i, v in top} for _, _, top in entries],
+            "text_offset": offsets}
+
+
 def response(req: Request, gen: Generation, rid: str | None = None, created: int | None = None) -> dict:
     """The whole (non-streamed) response object for a finished generation."""
     rid = rid or new_id(req.kind)
     created = created or int(time.time())
     if req.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": gen.text}, "logprobs": None,
-                  "finish_reason": _finish(gen)}
+        choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
+                  "logprobs": logprobs_object(req, gen.model, gen.logprobs), "finish_reason": _finish(gen)}
         obj = "chat.completion"
     else:
         text = (req.prompt_text + gen.text) if req.echo else gen.text
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(gen)}
+        choice = {"text": text, "index": 0, "logprobs": logprobs_object(req, gen.model, gen.logprobs),
+                  "finish_reason": _finish(gen)}
         obj = "text_completion"
     return {"id": rid, "object": obj, "created": created, "model": req.model_name, "choices": [choice],
             "usage": usage(gen)}
@@ -66,6 +94,8 @@ class ChunkMaker:
         self.req = req
         self.id = new_id(req.kind)
         self.created = int(time.time())
+        self.sent_logprobs = 0  # tokens whose logprobs went out in earlier chunks
+        self.offset = 0  # completions' text_offset of the next token
 
     def _chunk(self, choices: list, usage_: dict | None = None, with_usage: bool = False) -> dict:
         obj = "chat.completion.chunk" if self.req.kind == "chat" else "text_completion"
@@ -75,15 +105,29 @@ class ChunkMaker:
             c["usage"] = usage_ if with_usage else None
         return c
 
-    def _choice(self, piece: str | None, finish: str | None, role: bool = False) -> dict:
+    def _logprobs(self, gen: Generation | None) -> dict | None:
+        """The logprobs of the tokens generated since the last chunk that carried some."""
+        if gen is None or self.req.logprobs is None:
+            return None
+        new = gen.logprobs[self.sent_logprobs:]
+        if not new:
+            return None
+        self.sent_logprobs += len(new)
+        out = logprobs_object(self.req, gen.model, new, self.offset)
+        if self.req.kind != "chat":
+            self.offset = out["text_offset"][-1] + len(out["tokens"][-1])
+        return out
+
+    def _choice(self, piece: str | None, finish: str | None, role: bool = False,
+                gen: Generation | None = None) -> dict:
         if self.req.kind == "chat":
             delta: dict[str, Any] = {}
             if role:
                 delta["role"] = "assistant"
             if piece is not None:
                 delta["content"] = piece
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"text": piece or "", "index": 0, "logprobs": None, "finish_reason": finish}
+            return {"index": 0, "delta": delta, "logprobs": self._logprobs(gen), "finish_reason": finish}
+        return {"text": piece or "", "index": 0, "logprobs": self._logprobs(gen), "finish_reason": finish}
 
     def first(self) -> dict | None:
         """The opening chunk (chat: the assistant role; completions with echo: the prompt)."""
@@ -93,15 +137,18 @@ class ChunkMaker:
             return self._chunk([self._choice(self.req.prompt_text, None)])
         return None
 
-    def piece(self, text: str) -> dict:
-        return self._chunk([self._choice(text, None)])
+    def piece(self, text: str, gen: Generation | None = None) -> dict:
+        """A chunk of text; given the running `gen`, with the logprobs of its tokens so far."""
+        return self._chunk([self._choice(text, None, gen=gen)])
 
     def last(self, gen: Generation) -> list[dict]:
-        """The closing chunk with finish_reason, then (with include_usage) the usage chunk."""
+        """The closing chunk with finish_reason (and the logprobs not sent yet), then (with
+        include_usage) the usage chunk."""
         if self.req.kind == "chat":
-            out = [self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": _finish(gen)}])]
+            out = [self._chunk([{"index": 0, "delta": {}, "logprobs": self._logprobs(gen),
+                                 "finish_reason": _finish(gen)}])]
         else:
-            out = [self._chunk([self._choice("", _finish(gen))])]
+            out = [self._chunk([self._choice("", _finish(gen), gen=gen)])]
         if self.req.include_usage:
             out.append(self._chunk([], usage(gen), with_usage=True))
         return out
@@ -115,7 +162,7 @@ def stream_chunks(req: Request, gen: Generation) -> Iterator[dict]:
         if first is not None:
             yield first
         for piece in gen:
-            yield mk.piece(piece)
+            yield mk.piece(piece, gen)
         yield from mk.last(gen)
     finally:
         gen.close()
@@ -128,8 +175,13 @@ def create_completion(model, prompt, /, **params):
     Parameters (all optional, OpenAI's names): max_tokens=16, temperature=1.0, top_p=1.0,
     presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
     stream=False, echo=False, n=1,
-    stream_options={"include_usage": bool}, model (the name to report); extensions: top_k=0,
-    min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False.
+    stream_options={"include_usage": bool}, logprobs (chat: True with top_logprobs=0..20;
+    completions: an int 0..20, the alternatives per token), logit_bias={token id: -100..100},
+    model (the name to report); extensions: top_k=0,
+    min_p=0.0, repeat_penalty=1.0 (alias repetition_penalty), ignore_eos=False; output constraints
+    (one at most; docs/structured.md): response_format={"type": "json_object"} or {"type":
+    "json_schema", "json_schema": {"schema": {...}}}, json_schema={...}, regex="...", grammar="..."
+    (Lark or GBNF).
     Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.
     Bad or unsupported parameters raise InvalidRequestError (a ValueError naming `.param`).
     """

@@ -157,7 +157,7 @@ def default_model_path(dtype: str = DEFAULT_DTYPE, *, embed_dtype: str | None = 
     src = gguf_path(directory)
     d = Path(src).parent
     emb = f"-emb_{embed_dtype}" if embed_dtype else ""
-    target = d / f"{_STEM}.{dtype}{emb}.v{gcpp_format.FORMAT_VERSION}.gcpp"
+    target = d / f"{_STEM}.{dtype}{emb}.v{gcpp_format.FORMAT_VERSION}r{gcpp_format.WRITER_REVISION}.gcpp"
     if _usable(target):
         _drop_stale_lock(d / (target.name + ".lock"))
         return str(target)

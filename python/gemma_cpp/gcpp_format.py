@@ -36,6 +36,10 @@ import numpy as np
 
 MAGIC = b"GEMMACPP"
 FORMAT_VERSION = 1
+# Bumped whenever the writer's output for the same input changes (2: int8/int4 matrices in the
+# rows16 kernel layout), so converted caches (the demo model, GGUF files run by the CLI) are
+# redone rather than kept in an older, slower form. Readers do not look at it.
+WRITER_REVISION = 2
 ALIGN = 64
 _FIXED = struct.Struct("<8sIIQQ")  # magic, version, flags, header_len, data_start
 MAX_HEADER = 256 << 20  # a header larger than this is corrupt, not a model

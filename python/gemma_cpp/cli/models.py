@@ -7,6 +7,7 @@ import hashlib
 import os
 import sys
 
+from ..gcpp_format import WRITER_REVISION
 from ..params import DEFAULT_KV_DTYPE
 from .common import PROG, CLIError
 
@@ -31,7 +32,8 @@ def resolve_model(path: str) -> str:
     if not (path.lower().endswith(".gguf") and os.path.isfile(path)):
         return path
     st = os.stat(path)
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{GGUF_DTYPE}".encode()).hexdigest()
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{GGUF_DTYPE}|"
+                       f"{WRITER_REVISION}".encode()).hexdigest()
     stem = os.path.splitext(os.path.basename(path))[0]
     out = os.path.join(cache_dir(), f"{stem}.{GGUF_DTYPE}-{key[:12]}.gcpp")
     if not os.path.exists(out):

@@ -420,23 +420,28 @@ def roofline_markdown(meta: dict, rows: list[dict]) -> list[str]:
 RSS_TEST = (512, 16)  # pp512 then tg16: the prompt's KV cache and the decode buffers, both touched
 
 
+# A child forked from this (large) process starts with this process's RSS high-water mark, and
+# Linux keeps that mark across exec, so wait4() on a direct child reports our peak, not its own.
+# A small launcher process runs the command instead and reports its child's peak (RUSAGE_CHILDREN
+# of a process that was itself small when it forked).
+_RSS_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+    "sys.stderr.write(r.stderr.decode(errors='replace')[-2000:])\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(r.returncode)\n")
+
+
 def _peak_rss_mb(cmd: list[str], env: dict, timeout: float) -> float:
-    """Peak resident set of one process run (its own, from wait4), in MB."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.time() > deadline:
-            p.kill()
-            p.wait()
-            raise NA(f"exceeded {timeout:.0f}s")
-        time.sleep(0.05)
-    if os.waitstatus_to_exitcode(status) != 0:
-        err = p.stderr.read().decode(errors="replace").strip().splitlines()[-2:] if p.stderr else []
-        raise NA(f"exit {os.waitstatus_to_exitcode(status)}: {' | '.join(err)}")
-    return ru.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
+    """Peak resident set of one run of `cmd` (its own, through _RSS_LAUNCHER), in MB."""
+    try:
+        r = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *cmd], capture_output=True, text=True, env=env,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise NA(f"exceeded {timeout:.0f}s") from None
+    if r.returncode != 0:
+        raise NA(f"exit {r.returncode}: {' | '.join(r.stderr.strip().splitlines()[-2:])}")
+    return int(r.stdout.strip().splitlines()[-1]) * 1024 / 1e6  # ru_maxrss is in KiB on Linux
 
 
 def measure_rss(args, bins, jobs: list[dict]) -> list[dict]:
@@ -537,6 +542,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest wait for a quiet machine per run (s)")
     ap.add_argument("--retries", type=int, default=1,
                     help="repeat a run during which other processes used >= --quiet-threshold cores (default 1)")
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (no timing), printed")
     ap.add_argument("--no-rss", action="store_true",
                     help="skip the peak-RSS runs (one pp512 + tg16 process per engine and pair)")
     ap.add_argument("--budget-s", type=float, default=180.0,
@@ -763,6 +769,9 @@ def main(argv=None) -> int:
     t_prep = time.time() - t_start
     if args.prepare_only:
         log(f"[prepare] {len(jobs)} model/type pairs ready in {t_prep:.0f} s under {work}")
+        return 0
+    if args.rss_only:
+        print("\n".join(rss_markdown(measure_rss(args, bins, jobs), max(args.threads))))
         return 0
     log(f"[run] measuring ({len(jobs)} model/type pairs × {len(args.threads)} thread counts × "
         f"{len(args.tests)} tests × {args.reps} reps, alternating engines) ...")

@@ -35,7 +35,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from checkpoints import make_checkpoint, q4_0_int4_bytes, train_tokenizer
+    from checkpoints import make_checkpoint, train_tokenizer, write_q4_0_baseline
 
     from gemma_cpp import Model
     from gemma_cpp.convert import read_source
@@ -57,13 +57,7 @@ def main() -> None:
         paths = {k: os.path.join(ckpt, f"{k}.gcpp") for k in ("f32", "q4_k", "q4_0")}
         write(read_source(ckpt, dtype="f32"), paths["f32"], progress=False)
         write(read_source(ckpt, dtype="q4_k"), paths["q4_k"], progress=False)
-        src = read_source(ckpt, dtype="f32")
-        for t in src.tensors:
-            if len(t.shape) == 2:
-                t.dtype = "int8" if t.name == "embed" else "int4"
-                if t.name != "embed":
-                    t.raw = (lambda t=t: q4_0_int4_bytes(np.asarray(t.load(), np.float32)))
-        write(src, paths["q4_0"], progress=False)
+        write_q4_0_baseline(ckpt, paths["q4_0"])
         ids = [2] + rng.integers(4, 500, 200).tolist()
         ref = log_softmax(Model(paths["f32"]).logits(ids))
         kl = {k: float((np.exp(ref) * (ref - log_softmax(Model(paths[k]).logits(ids)))).sum(-1).mean())

@@ -137,3 +137,19 @@ def q4_0_int4_bytes(x: np.ndarray) -> np.ndarray:
         df = d.astype(np.float32)[..., None]
         q = np.clip(np.where(df != 0, np.round(b / df), 0) + 8, 0, 15).astype(np.uint8)
     return np.concatenate([d.view(np.uint8).reshape(rows, -1), (q[..., :16] | q[..., 16:] << 4).reshape(rows, -1)], 1)
+
+
+def write_q4_0_baseline(ckpt: str, out: str) -> None:
+    """The checkpoint as llama.cpp's Q4_0 would store it (q4_0_int4_bytes for every matrix, an int8
+    embedding, norms in f32), written as a .gcpp: the 4-bit baseline of tests/test_kquant.py and
+    benchmarks/int4_quality.py."""
+    from gemma_cpp.convert import read_source
+    from gemma_cpp.gcpp_format import write
+
+    src = read_source(ckpt, dtype="f32")
+    for t in src.tensors:
+        if len(t.shape) == 2:
+            t.dtype = "int8" if t.name == "embed" else "int4"
+            if t.name != "embed":
+                t.raw = (lambda t=t: q4_0_int4_bytes(np.asarray(t.load(), np.float32)))
+    write(src, out, progress=False)

@@ -89,6 +89,7 @@ BOUNDS: dict[str, Bound] = {
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
     "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
     "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range
+    "batch_size": Bound(int, lo=1, hi=1024),          # generate([...]): sequences decoded at once
     "logit_bias": Bound(float, lo=-100.0, hi=100.0),  # each value; OpenAI's range
 }
 

@@ -165,6 +165,8 @@ class Batcher:
         self.active: list[BatchRequest] = []
         self._waiting: collections.deque[BatchRequest] = collections.deque()
         self._cv = threading.Condition()
+        self.steps = 0   # batched decode passes run
+        self.tokens = 0  # tokens they ran (tokens / steps: the mean batch)
 
     def set_max_batch(self, max_batch: int) -> None:
         """Runs at most max_batch requests at once from the next step on (between steps only)."""
@@ -225,7 +227,9 @@ class Batcher:
         self._admit()
         decoding = [r for r in self.active if r.decoding]
         if decoding:
-            self.decoder.forward_pending([r._lane._session for r in decoding])
+            ran = self.decoder.forward_pending([r._lane._session for r in decoding])
+            self.steps += ran > 0
+            self.tokens += ran
         for r in list(self.active):
             try:
                 if r.decoding:
@@ -237,6 +241,13 @@ class Batcher:
             if r.done:
                 self.active.remove(r)
                 self.idle.append(r._lane)
+
+    def fail_active(self, e: BaseException) -> None:
+        """Every running request fails with `e` (the batched pass itself failed) and leaves."""
+        for r in self.active:
+            r._fail(e)
+            self.idle.append(r._lane)
+        self.active.clear()
 
     def close(self) -> None:
         """Ends every running and waiting request (their Generations close)."""
@@ -282,6 +293,8 @@ def generate_batch(model, prompts, *, batch_size: int | None = None, stream: boo
     """Model.generate on a list of prompts (see its doc): the list of results, in order."""
     if stream:
         raise ValueError("stream=True takes one prompt; a list of prompts returns a list of results")
+    if params.get("speculative") is not None or params.get("draft_model") is not None:
+        raise ValueError("speculative decoding takes one prompt; a list of prompts is decoded in batches")
     texts = [isinstance(p, str) for p in prompts]
     if any(texts) and not all(texts):
         raise TypeError("generate: a list of prompts must hold only strings or only token id lists")

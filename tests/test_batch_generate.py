@@ -96,3 +96,17 @@ def test_ctrl_c_stops_a_batched_generate(model):
         _core._set_interrupt_check_hook(None)
     want = [model.generate(p, max_new_tokens=6, ignore_eos=True) for p in prompts]
     assert model.generate(prompts, max_new_tokens=6, ignore_eos=True) == want
+
+
+def test_create_completion_with_an_array_of_prompts(model):
+    kw = dict(max_tokens=10, temperature=0.7, seed=4)
+    out = model.create_completion(TEXTS[:3], **kw)
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    for i, (t, c) in enumerate(zip(TEXTS, out["choices"])):
+        alone = model.create_completion(t, **dict(kw, seed=4 + i))["choices"][0]
+        assert c["text"] == alone["text"] and c["finish_reason"] == alone["finish_reason"]
+    alone_usage = [model.create_completion(t, **dict(kw, seed=4 + i))["usage"] for i, t in enumerate(TEXTS[:3])]
+    assert out["usage"]["completion_tokens"] == sum(u["completion_tokens"] for u in alone_usage)
+    assert out["usage"]["prompt_tokens"] == sum(u["prompt_tokens"] for u in alone_usage)
+    with pytest.raises(InvalidRequestError, match="stream=True takes one prompt"):
+        model.create_completion(TEXTS, stream=True)

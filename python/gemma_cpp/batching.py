@@ -317,13 +317,22 @@ def generate_batch(model, prompts, *, batch_size: int | None = None, stream: boo
     def make(i: int):
         return lambda lane: Generation(lane, ids[i], seed=seeds[i], **kw)
 
-    results: list = [None] * len(ids)
+    gens = run_batch(model, [(ids[i], make(i)) for i in range(len(ids))], text=as_text, batch_size=size)
+    return [g.text if as_text else g.ids for g in gens]
+
+
+def run_batch(model, requests: list, *, text: bool, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Generation]:
+    """Runs (prompt ids, make(lane) -> Generation) pairs to the end in batches of up to batch_size,
+    in this thread, holding the Model's lock; returns the finished Generations in order. The first
+    request that fails (a bad parameter, a prompt too long) ends the run and its error is raised.
+    The batch's lanes stay with the Model for the next call."""
+    results: list = [None] * len(requests)
     failed: list[BaseException] = []
 
     def on_event(i: int):
         def ev(kind: str, value) -> None:
             if kind == "done":
-                results[i] = value.text if as_text else value.ids
+                results[i] = value
             elif kind == "error":
                 failed.append(value)
         return ev
@@ -331,13 +340,13 @@ def generate_batch(model, prompts, *, batch_size: int | None = None, stream: boo
     with model._lock.hold():
         b = model.__dict__.get("_batcher")
         if b is None:
-            b = model._batcher = Batcher(model, size)
-        b.set_max_batch(min(size, max(1, len(ids))))
+            b = model._batcher = Batcher(model, batch_size)
+        b.set_max_batch(min(batch_size, max(1, len(requests))))
         if b.decoder.n_threads != model.n_threads:
             b.decoder.n_threads = model.n_threads
         try:
-            for i in range(len(ids)):
-                b.submit(BatchRequest(ids[i], make(i), text=as_text, on_event=on_event(i)))
+            for i, (ids, make) in enumerate(requests):
+                b.submit(BatchRequest(ids, make, text=text, on_event=on_event(i)))
             while (b.active or b.waiting()) and not failed:
                 b.step()
         finally:
@@ -347,4 +356,4 @@ def generate_batch(model, prompts, *, batch_size: int | None = None, stream: boo
     return results
 
 
-__all__ = ["Batcher", "BatchRequest", "Cancelled", "PREFILL_CHUNK", "generate_batch", "is_prompt_list"]
+__all__ = ["Batcher", "BatchRequest", "Cancelled", "PREFILL_CHUNK", "generate_batch", "is_prompt_list", "run_batch"]

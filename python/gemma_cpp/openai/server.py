@@ -87,6 +87,7 @@ class BatchLoop:
                 b.fail_active(e)
 
     def stop(self) -> None:
+        """Ends the thread within half a second (requests still running are dropped)."""
         self._stop = True
 
 
@@ -169,6 +170,7 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     state = ServerState(model, parallel, api_key, model_name)
     app = FastAPI(title="gemma_cpp", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gemma = state
+    app.router.on_shutdown.append(state.batch.stop)  # the batch thread ends with the app
     app.add_middleware(Guard, max_request_bytes=max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)

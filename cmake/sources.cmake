@@ -16,11 +16,14 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/quant/kquant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/weights.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/kv_cache.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/forward.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/session.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/batch_forward.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/model/workspace.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/sampler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/logits_processors.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/generator.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/batch_decoder.cpp
 )
 
 # ISA-specific translation units: compiled only for the architecture they target.

@@ -267,6 +267,7 @@ def test_sixteen_concurrent_streams(server):
     got: dict[str, str] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(prompts))
+    before = server.http.get("/health").json()
 
     def worker(p: str) -> None:
         try:
@@ -284,6 +285,10 @@ def test_sixteen_concurrent_streams(server):
     assert not any(t.is_alive() for t in threads), "a streaming client hung"
     assert not errors, errors
     assert got == expected
+    # Continuous batching: concurrent requests shared decode steps (more tokens than steps).
+    after = server.http.get("/health").json()
+    steps, tokens = (after[k] - before[k] for k in ("decode_steps", "decode_tokens"))
+    assert tokens > steps > 0
 
 
 @needs_server

@@ -3,7 +3,7 @@
 //
 // Every op works on a whole chunk of n tokens at once (one virtual call per op per chunk, never
 // per element), on row-major rows with an explicit stride (`ld*`: floats from one token's row to
-// the next), so the forward pass (model/session.cpp) can hand it slices of its fused buffers
+// the next), so the forward pass (model/forward.cpp) can hand it slices of its fused buffers
 // (q, k, v inside qkv; gate, up inside gate_up) without copies.
 //
 // CpuBackend (backend/cpu/) implements it with the SIMD kernels and the thread pool; a CUDA

@@ -116,6 +116,8 @@ py::array_t<float> copy_logits(const std::vector<float>& v) {
 
 }  // namespace
 
+void bind_batch(py::module_& m, void (*check_signals)());  // bindings/batch.cpp
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gemma_cpp C++ core: Gemma forward pass, KV cache, kernels and samplers";
   if (py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>() ==
@@ -351,6 +353,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("weights"), py::arg("dtype"), py::arg("rows"), py::arg("cols"), py::arg("x"),
       py::arg("isa") = "", py::arg("n_threads") = 1, py::arg("layout") = "rows",
       "Y = X W^T with W stored in `dtype` (for tests and benchmarks of the kernels).");
+
+  bind_batch(m, check_signals);
 
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); });

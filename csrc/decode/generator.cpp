@@ -219,6 +219,29 @@ int Generator::next(int32_t* out, int k, const Check& check) {
   return got;
 }
 
+int32_t Generator::pending_token() const {
+  if (!active_ || reason_ != StopReason::None || interrupt_.load(std::memory_order_relaxed) == generation_) return -1;
+  return pending_;
+}
+
+void Generator::take_pending_logits(const float* logits) {
+  if (pending_token() < 0) throw std::logic_error("take_pending_logits: no pending token");
+  const auto& hist = session_.tokens();
+  if (hist.empty() || hist.back() != pending_)
+    throw std::logic_error("take_pending_logits: the pending token is not the session's last");
+  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1);
+  last_.assign(logits, logits + vocab());
+  has_last_ = true;
+  pending_ = -1;
+}
+
+void Generator::take_evaluated_logits(const float* logits) {
+  end_generation();
+  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1);
+  last_.assign(logits, logits + vocab());
+  has_last_ = true;
+}
+
 void Generator::reset() {
   session_.reset();
   end_generation();

@@ -74,6 +74,17 @@ class Generator {
   void set_logit_bias(const int32_t* ids, const float* bias, int n);
   const TokenLogprob& last_logprob() const { return lp_; }
 
+  // --- batched decoding (decode/batch_decoder.h) ---
+  // The token the next next() would run through the model before sampling (the last one it
+  // returned), or -1: none, no generation running, or it has ended or is to be interrupted.
+  int32_t pending_token() const;
+  // The logits of that token, computed by a batched forward that has appended it to this
+  // session: next() samples from them instead of running the model (the same bits either way).
+  void take_pending_logits(const float* logits);
+  // After a batched forward appended tokens to this session outside a generation
+  // (BatchDecoder::eval): ends any generation and takes the last position's logits, as eval() does.
+  void take_evaluated_logits(const float* logits);
+
   // --- low level (logits, tests, benchmarks) ---
   // Runs `tokens` at the end of the session (ending any generation). all_logits_out: nullptr,
   // or [n, vocab].

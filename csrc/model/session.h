@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/forward.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "model/workspace.h"
@@ -48,16 +49,11 @@ class Session {
                const std::function<void()>& check_interrupt = {});
 
  private:
-  // The forward pass of one chunk of n tokens at positions pos0.., as named steps over the
-  // Workspace's buffers (workspace.h says what each holds), every op through backend_.
+  friend class BatchForward;  // runs this session's next tokens in a batch (model/batch_forward.h)
+
+  // The forward pass (model/forward.h) of one chunk of n tokens at positions pos0...
   void forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out, bool all_positions,
                      const std::function<void()>& check_interrupt);
-  void embed(const int32_t* tokens, int n);
-  void rope_angles(int n, int pos0);
-  void attention_block(int layer, int n, int pos0);
-  void mlp_block(int layer, int n);
-  void add_residual(int n, const float* post_norm);
-  void final_logits(int n, bool all_positions, float* logits_out);
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
@@ -68,8 +64,7 @@ class Session {
   // Keys and values; sliding layers hold a ring of window + chunk positions.
   KVCache kv_;
 
-  // Rope tables: inverse frequencies for global and local (sliding) layers.
-  std::vector<float> inv_freq_global_, inv_freq_local_;
+  ForwardPass fwd_;  // the forward pass (its rope tables)
 
   Workspace ws_;  // sized once for a full chunk: no allocation in the token loop
 };

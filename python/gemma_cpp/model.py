@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, batching
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
 from .openai import responses as openai_responses  # never imports this module: no cycle
@@ -282,14 +282,16 @@ class Model:
                                      f"(model context {self.config.max_position})")
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompt: str | Sequence[int], *, max_new_tokens: int = DEFAULT_MAX_TOKENS,
+    def generate(self, prompt: str | Sequence[int] | Sequence[str | Sequence[int]], *,
+                 max_new_tokens: int = DEFAULT_MAX_TOKENS,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
                  ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
                  json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None,
-                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None):
-        """Continue `prompt`.
+                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None,
+                 batch_size: int | None = None):
+        """Continue `prompt`, or each prompt of a list of them (batched generation).
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
         generated text (or, with stream=True, an iterator of text pieces that join to it).
@@ -314,7 +316,15 @@ class Model:
         or use create_completion for OpenAI's shapes. logit_bias ({token id: bias in [-100, 100]},
         OpenAI's) is added to those logits after the penalties and before the mask.
         Parameter bounds: params.py.
+
+        A list of prompts (strings, or token id lists) gives the list of results, in order; up to
+        batch_size (default 8) are decoded together, one weight pass per step (batching.py). Each
+        result equals generating that prompt alone; prompt i samples with seed `seed + i` (or
+        seed[i] from a list of seeds; no seed: a random one each). Not with stream=True.
         """
+        if batching.is_prompt_list(prompt):
+            kw = {k: v for k, v in locals().items() if k not in ("self", "prompt", "as_text")}
+            return batching.generate_batch(self, prompt, **kw)
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
         top_logprobs = check("top_logprobs", top_logprobs)

@@ -86,6 +86,7 @@ BOUNDS: dict[str, Bound] = {
     "repetition_penalty": Bound(float, lo=0.0, lo_open=True),  # 1 = off
     "presence_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
     "frequency_penalty": Bound(float, lo=-2.0, hi=2.0),  # 0 = off; OpenAI's range
+    "batch_size": Bound(int, lo=1, hi=1024),          # generate([...]): sequences decoded at once
     "seed": Bound(int, lo=0, hi=SEED_LIMIT, hi_open=True),
     "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
     "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range

@@ -14,21 +14,23 @@ from .options import add_model, add_runtime, nonneg, positive
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server",
                        description="Serve MODEL over an OpenAI-compatible HTTP API (/v1/chat/completions, "
-                                   "/v1/completions, /v1/models, /health). --parallel N keeps N copies of the "
-                                   "KV cache (the weights are shared) and answers N requests at once; others "
-                                   "wait in a queue. Needs the [server] extra (FastAPI, uvicorn).")
+                                   "/v1/completions, /v1/models, /health). --parallel N decodes up to N requests "
+                                   "together (continuous batching: one weight pass per step for all of them; "
+                                   "each has its own KV cache); others wait in a queue. Needs the [server] "
+                                   "extra (FastAPI, uvicorn).")
     add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=nonneg, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--api-key", default=os.environ.get("GEMMA_CPP_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $GEMMA_CPP_API_KEY, else no key)")
-    p.add_argument("--parallel", "-np", type=positive, default=1, help="requests served at once (default 1)")
+    p.add_argument("--parallel", "-np", type=positive, default=1,
+                   help="requests decoded together, the largest batch (default 1)")
     p.add_argument("--alias", default=None, help="model id to report (default: the file name)")
     p.add_argument("--max-request-bytes", type=positive, default=DEFAULT_MAX_REQUEST_BYTES,
                    help=f"largest request body accepted; larger ones get HTTP 413 "
                         f"(default {DEFAULT_MAX_REQUEST_BYTES} = 8 MB)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_runtime(p, ctx_help="context length of each slot (default: the model's)")
+    add_runtime(p, ctx_help="context length of each request's KV cache (default: the model's)")
     p.set_defaults(func=main)
 
 
@@ -41,9 +43,8 @@ def main(args, parser) -> int:
     from ..model import Model
 
     path = resolve_model(args.model or default_model())
-    n_threads = args.threads
-    if n_threads is None:  # the cores are shared among the slots
-        n_threads = max(1, _core.default_threads() // args.parallel)
+    # One thread runs every request's steps (a batch), so it gets all the threads.
+    n_threads = args.threads if args.threads is not None else _core.default_threads()
     model = Model(path, n_threads=n_threads, max_seq_len=args.ctx, kv_dtype=args.kv_dtype)
     server.serve(model, host=args.host, port=args.port, api_key=args.api_key, parallel=args.parallel,
                  log_level=args.log_level, model_name=args.alias, max_request_bytes=args.max_request_bytes)

@@ -63,10 +63,10 @@ class Request:
     logprobs: int | None = None  # None: none; k: each token's logprob and the k best
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def generation(self, model, cancel: threading.Event | None = None) -> Generation:
+    def generation(self, model, cancel: threading.Event | None = None, text: bool = True) -> Generation:
         return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
                           ignore_eos=self.ignore_eos, cancel=cancel, logprobs=self.logprobs, **self.sampling,
-                          **self.constraint)
+                          **self.constraint, text=text)
 
 
 def _number(params, name, default, canonical=None):

@@ -24,8 +24,9 @@ import time
 import uuid
 from typing import Any, Iterator
 
+from ..batching import is_prompt_list, run_batch
 from ..generation import Generation
-from ..params import ContextLengthError, InvalidRequestError
+from ..params import SEED_LIMIT, ContextLengthError, InvalidRequestError, check
 from .protocol import Request, parse_chat, parse_completion
 
 
@@ -183,10 +184,38 @@ def create_completion(model, prompt, /, **params):
     "json_schema", "json_schema": {"schema": {...}}}, json_schema={...}, regex="...", grammar="..."
     (Lark or GBNF).
     Returns a `text_completion` dict, or with stream=True an iterator of chunk dicts.
+    A list of several prompts (strings, or token id lists: OpenAI's array of prompts) is decoded
+    as a batch (docs/batching.md) and answered with one choice per prompt (`index` i), prompt i
+    sampling with seed + i; not with stream=True.
     Bad or unsupported parameters raise InvalidRequestError (a ValueError naming `.param`).
     """
+    if is_prompt_list(prompt) and len(prompt) > 1:
+        return _complete_batch(model, list(prompt), params)
     req = parse_completion(model, dict(params, prompt=prompt), )
     return _run(model, req)
+
+
+def _complete_batch(model, prompts: list, params: dict) -> dict:
+    if params.get("stream"):
+        raise InvalidRequestError("stream=True takes one prompt; an array of prompts is answered whole", "stream")
+    seed = params.get("seed")
+    reqs = []
+    for i, p in enumerate(prompts):
+        kw = dict(params, prompt=p)
+        if seed is not None:
+            kw["seed"] = (check("seed", seed) + i) % SEED_LIMIT
+        reqs.append(parse_completion(model, kw))
+    gens = run_batch(model, [(r.prompt_ids, lambda lane, r=r: r.generation(lane, text=False)) for r in reqs],
+                     text=True)
+    rid, created = new_id("completion"), int(time.time())
+    out = response(reqs[0], gens[0], rid, created)
+    out["choices"] = []
+    for i, (r, g) in enumerate(zip(reqs, gens)):
+        choice = response(r, g, rid, created)["choices"][0]
+        choice["index"] = i
+        out["choices"].append(choice)
+    out["usage"] = {k: sum(usage(g)[k] for g in gens) for k in out["usage"]}
+    return out
 
 
 def create_chat_completion(model, messages, /, **params):

@@ -7,12 +7,14 @@ Routes: POST /v1/chat/completions, POST /v1/completions (stream or not), GET (an
 `{"error": {"message", "type", "param", "code"}}`; request limits (body size, JSON depth) and the
 answer to unexpected exceptions live in guard.py.
 
-Concurrency: the server holds N slots (N = --parallel), each a `Model.clone()` with its own KV
-cache; the weights are mapped once and shared. A request takes a free slot (preferring the slot
-whose cache already holds the longest prefix of its prompt, so multi-turn chats reuse their
-cache) or waits in a first-come queue for one. Generation runs in a thread of its own; the
-event loop only relays text. A client that disconnects stops its generation at the next token
-(or the next layer, inside a long prompt's prefill) and frees its slot.
+Concurrency (continuous batching, gemma_cpp/batching.py): one thread decodes up to N requests
+together (N = --parallel), each on a lane of its own (a `Model.clone()`: its own KV cache; the
+weights are mapped once and shared); every decode step reads the weights once for all of them.
+A request joins the batch between steps when a lane is free (preferring the lane whose cache
+already holds the longest prefix of its prompt, so multi-turn chats reuse their cache) or waits
+in a first-come queue; its prompt is prefilled a chunk per step, so others keep streaming. The
+event loop only relays text. A client that disconnects leaves the batch at the next step and
+frees its lane.
 
 The Model is passed in (`gemma-cpp serve` loads it: gemma_cpp/cli/serve.py); like the rest of
 the OpenAI layer this module never imports model.py.
@@ -35,7 +37,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..generation import Generation
+from ..batching import Batcher, BatchRequest, Cancelled
 from ..params import InvalidRequestError
 from . import protocol, responses
 from .guard import DEFAULT_MAX_REQUEST_BYTES, Guard, JSONBodyError, error_body, parse_json
@@ -48,58 +50,45 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+class BatchLoop:
+    """The server's decode loop: one thread drives a Batcher (batching.py) over the model, so
+    concurrent requests share each decode step's weight pass (continuous batching: a request
+    joins between steps when one of the `max_batch` lanes is free, else waits first come, first
+    served, and leaves when it ends). Requests come from the event loop (submit)."""
 
-
-class SlotPool:
-    """N model clones handed out to requests; requests wait first-come for a free one."""
-
-    def __init__(self, models: list[Model]):
-        self.models = models
-        self.idle = list(models)
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+    def __init__(self, model: Model, max_batch: int):
+        self.batcher = Batcher(model, max_batch)
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name="gemma-cpp-batch", daemon=True)
+        self.thread.start()
 
     @property
+    def max_batch(self) -> int:
+        return self.batcher.max_batch
+
+    @property
+    def running(self) -> int:
+        return len(self.batcher.active)
+
+    def submit(self, req: BatchRequest) -> None:
+        self.batcher.submit(req)
+
     def waiting(self) -> int:
-        return sum(1 for f in self.waiters if not f.done())
+        return self.batcher.waiting()
 
-    def _pick(self, ids: list[int]) -> Model:
-        def cached(m: Model) -> int:
-            return _common_prefix(m.cached_tokens, ids)
+    def _run(self) -> None:
+        b = self.batcher
+        while not self._stop:
+            if not b.wait_for_work(timeout=0.5):
+                continue
+            try:
+                b.step()
+            except BaseException as e:  # noqa: BLE001 - the batched pass failed: its requests get the error
+                b.fail_active(e)
 
-        best = max(range(len(self.idle)), key=lambda i: cached(self.idle[i]))
-        return self.idle.pop(best)
-
-    async def acquire(self, ids: list[int]) -> Model:
-        if self.idle and not self.waiting:
-            return self._pick(ids)
-        fut = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(fut.result())
-            else:
-                try:
-                    self.waiters.remove(fut)
-                except ValueError:
-                    pass
-            raise
-
-    def release(self, model: Model) -> None:
-        """Give a slot back (in the event loop's thread)."""
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(model)
-                return
-        self.idle.append(model)
+    def stop(self) -> None:
+        """Ends the thread within half a second (requests still running are dropped)."""
+        self._stop = True
 
 
 class ServerState:
@@ -109,13 +98,12 @@ class ServerState:
         self.model = model
         self.name = model_name or protocol.model_id(model)
         self.api_key = api_key
-        self.pool = SlotPool([model] + [model.clone() for _ in range(parallel - 1)])
-        if model.is_base_model:  # said once here, not again on each chat request
+        if model.is_base_model:  # said once here, not again on each chat request (lanes: batching.py)
             from ..variant import base_chat_warning
 
             print(f"gemma-cpp serve: warning: {base_chat_warning(self.name)}", file=sys.stderr, flush=True)
-            for m in self.pool.models:
-                m._warned_base_chat = True
+            model._warned_base_chat = True
+        self.batch = BatchLoop(model, parallel)
         self.created = int(os.path.getmtime(model.path))
         self.stats = collections.Counter()
 
@@ -128,66 +116,40 @@ class ServerState:
         return _error(401, "Invalid or missing API key: send the header 'Authorization: Bearer KEY'.",
                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
-    def _finished(self, model: Model, cancelled: bool) -> None:
-        if cancelled:
-            self.stats["cancelled"] += 1
-        self.pool.release(model)
-
     async def events(self, req: protocol.Request) -> AsyncIterator[tuple[str, Any]]:
-        """Generate in a worker thread: yields ("piece", text) ... then ("done", Generation).
+        """Generate in the batch: yields ("piece", text) ... then ("done", Generation).
 
-        Closing this iterator early (client gone, task cancelled) stops the generation at the
-        next check of the C++ loop (between tokens, or between layers of the prefill); the worker
-        then frees its slot."""
+        Closing this iterator early (client gone, task cancelled) cancels the request: it leaves
+        the batch at the next step (or is dropped from the queue), freeing its lane."""
         loop = asyncio.get_running_loop()
-        model = await self.pool.acquire(req.prompt_ids)
         self.stats["requests"] += 1
         cancel = threading.Event()
-        running: list[Generation] = []  # the worker's generation, once it has one
         queue: asyncio.Queue = asyncio.Queue()
 
-        def emit(item) -> None:
+        def emit(kind: str, value) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
             except RuntimeError:  # the event loop is gone (shutting down)
                 cancel.set()
 
-        def work() -> None:
-            gen = None
-            try:
-                gen = req.generation(model, cancel)
-                running.append(gen)
-                for piece in gen:
-                    emit(("piece", piece))
-                emit(("done", gen))
-            except BaseException as e:  # noqa: BLE001 - handed to the request
-                emit(("error", e))
-            finally:
-                if gen is not None:
-                    gen.close()
-                cancelled = gen is None or gen.finish_reason == "cancelled"
-                try:
-                    loop.call_soon_threadsafe(self._finished, model, cancelled)
-                except RuntimeError:
-                    pass
-
-        try:
-            threading.Thread(target=work, name="gemma-cpp-slot", daemon=True).start()
-        except BaseException:
-            self.pool.release(model)
-            raise
+        self.batch.submit(BatchRequest(req.prompt_ids, lambda lane: req.generation(lane, cancel, text=False),
+                                       on_event=emit, cancel=cancel))
+        finished = False
         try:
             while True:
                 kind, val = await queue.get()
                 if kind == "error":
+                    finished = not isinstance(val, Cancelled)
                     raise val
+                if kind == "done":
+                    finished = val.finish_reason != "cancelled"
                 yield kind, val
                 if kind == "done":
                     return
         finally:
-            cancel.set()  # looked at between tokens; no effect once the generation has ended
-            for gen in running:
-                gen.interrupt()  # stops a long prefill too; names this generation only
+            cancel.set()  # looked at between steps; no effect once the request has ended
+            if not finished:
+                self.stats["cancelled"] += 1
 
 
 def _sse(obj: Any) -> str:
@@ -208,6 +170,7 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     state = ServerState(model, parallel, api_key, model_name)
     app = FastAPI(title="gemma_cpp", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gemma = state
+    app.router.on_shutdown.append(state.batch.stop)  # the batch thread ends with the app
     app.add_middleware(Guard, max_request_bytes=max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)
@@ -335,10 +298,11 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
-        pool = state.pool
-        return {"status": "ok", "model": state.name, "slots_total": len(pool.models), "slots_idle": len(pool.idle),
-                "requests_waiting": pool.waiting, "requests_total": state.stats["requests"],
-                "requests_cancelled": state.stats["cancelled"]}
+        batch = state.batch
+        return {"status": "ok", "model": state.name, "slots_total": batch.max_batch,
+                "slots_idle": batch.max_batch - batch.running, "requests_waiting": batch.waiting(),
+                "requests_total": state.stats["requests"], "requests_cancelled": state.stats["cancelled"],
+                "decode_steps": batch.batcher.steps, "decode_tokens": batch.batcher.tokens}
 
     return app
 
@@ -370,12 +334,12 @@ def serve(model: Model, *, host: str = "127.0.0.1", port: int = 8080, api_key: s
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
     name = app.state.gemma.name
     n_threads = model.n_threads
-    print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 ({parallel} slot"
-          f"{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''} each, context "
+    print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 (batches of up to {parallel} "
+          f"request{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''}, context "
           f"{model.max_seq_len}, {model.kv_dtype} KV cache{', API key required' if api_key else ''})",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-__all__ = ["create_app", "serve", "SlotPool", "error_body"]
+__all__ = ["create_app", "serve", "BatchLoop", "error_body"]

@@ -30,6 +30,7 @@ struct FV {
                                : _mm512_cvtph_ps(h);
     }
   }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(V v) {  // a fixed tree: 16 -> 8 -> 4 -> 2 -> 1
     const __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(v),

@@ -169,6 +169,20 @@ void geglu_tanh(const float* gate, const float* up, int64_t n, float* out) {
   geglu_tanh_isa(active_isa(), gate, up, n, out);
 }
 
+void attention_softmax_isa(Isa isa, float* x, int64_t n, float scale, float softcap) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::attention_softmax(x, n, scale, softcap);
+#endif
+  (void)isa;
+  for (int64_t i = 0; i < n; ++i) x[i] *= scale;
+  if (softcap > 0) ops::soft_cap(x, n, softcap);
+  ops::softmax(x, n);
+}
+
+void attention_softmax(float* x, int64_t n, float scale, float softcap) {
+  attention_softmax_isa(active_isa(), x, n, scale, softcap);
+}
+
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out) {
   dot_rows_isa(active_isa(), q, K, stride, nk, n, out);
 }

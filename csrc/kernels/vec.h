@@ -52,6 +52,12 @@ void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int 
 void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
 void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out);
 
+// Attention weights from raw scores: x = softmax(cap(x * scale)) where cap(s) = c tanh(s / c)
+// when softcap = c > 0 (Gemma 2), else the identity. The scalar reference is ops::soft_cap and
+// ops::softmax; SIMD versions use the polynomial exp (relative error ~1e-7) and sum in lanes.
+void attention_softmax(float* x, int64_t n, float scale, float softcap);
+void attention_softmax_isa(Isa isa, float* x, int64_t n, float scale, float softcap);
+
 // The same with an explicit ISA (tests compare every ISA against Isa::Scalar).
 void dot_rows_isa(Isa isa, const float* q, const float* K, int64_t stride, int64_t nk, int64_t n,
                   float* out);
@@ -79,6 +85,7 @@ void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E
                                const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
                                int64_t out_stride);
 void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
+void attention_softmax(float* x, int64_t n, float scale, float softcap);
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kernels/dtype.h"
+#include "kernels/ops.h"
 #include "kernels/vec.h"
 
 namespace gemma::vec::avx2 {
@@ -53,6 +54,38 @@ void geglu_tanh(const float* gate, const float* up, int64_t n, float* out) {
     const float g = gate[i];
     out[i] = 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
   }
+}
+
+// ops::softmax in 8 lanes: the max is exact; exp by exp8 and the sum in 8 lane partials (then a
+// fixed tree), the last n % 8 scores one by one. A soft-cap (tanh) stays scalar (ops::soft_cap).
+void attention_softmax(float* x, int64_t n, float scale, float softcap) {
+  const int64_t n8 = n / 8 * 8;
+  const __m256 vs = _mm256_set1_ps(scale);
+  int64_t i = 0;
+  for (; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+  for (; i < n; ++i) x[i] *= scale;
+  if (softcap > 0) ops::soft_cap(x, n, softcap);
+  __m256 vm = _mm256_set1_ps(x[0]);
+  for (i = 0; i < n8; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+  for (i = n8; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const __m256 vmax = _mm256_set1_ps(m);
+  __m256 vsum = _mm256_setzero_ps();
+  for (i = 0; i < n8; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+    _mm256_storeu_ps(x + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float s = hsum(vsum);
+  for (i = n8; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / s);
+  for (i = 0; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (i = n8; i < n; ++i) x[i] *= 1.0f / s;
 }
 
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out) {

@@ -143,12 +143,7 @@ void CpuBackend::attention(const KVCache& kv, int l, const AttentionParams& p, c
       const int s0 = lo % cap, first = std::min(nk, cap - s0);
       dot_keys(g, s0, first, qg, scores);
       if (first < nk) dot_keys(g, 0, nk - first, qg, scores + first);
-      for (int h = 0; h < group; ++h) {
-        float* sh = scores + h * stride;
-        for (int j = 0; j < nk; ++j) sh[j] *= p.query_scale;
-        if (p.softcap > 0) ops::soft_cap(sh, nk, p.softcap);
-        ops::softmax(sh, nk);
-      }
+      for (int h = 0; h < group; ++h) vec::attention_softmax_isa(isa, scores + h * stride, nk, p.query_scale, p.softcap);
       float* og = out + t * ldo + int64_t(g) * group * hd;
       std::fill(og, og + size_t(group) * hd, 0.f);
       add_values(g, s0, first, scores, og);

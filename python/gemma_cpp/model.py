@@ -288,7 +288,9 @@ class Model:
                  seed: int | None = None, stop: Sequence[str] | str | None = None, stream: bool = False,
                  ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
                  json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None,
-                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None):
+                 logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None,
+                 speculative: str | None = None, draft_model: "Model | None" = None, draft_len: int | None = None,
+                 ngram_min: int | None = None, ngram_max: int | None = None):
         """Continue `prompt`.
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -313,6 +315,9 @@ class Model:
         penalties and mask, before temperature): read them from the stream's `logprobs` (stream=True),
         or use create_completion for OpenAI's shapes. logit_bias ({token id: bias in [-100, 100]},
         OpenAI's) is added to those logits after the penalties and before the mask.
+        Speculative decoding (docs/speculative.md): speculative="ngram" (prompt lookup; ngram_min,
+        ngram_max) or draft_model=m (a Model with the same vocabulary), draft_len tokens drafted per
+        step; greedy output is unchanged, sampled output keeps its distribution.
         Parameter bounds: params.py.
         """
         as_text = isinstance(prompt, str)
@@ -330,7 +335,9 @@ class Model:
                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                          frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
                          token_mask=token_mask, json_schema=json_schema, regex=regex, grammar=grammar,
-                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text)
+                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text,
+                         speculative=speculative, draft_model=draft_model, draft_len=draft_len, ngram_min=ngram_min,
+                         ngram_max=ngram_max)
         if stream:
             return gen
         out = list(gen)

@@ -8,6 +8,7 @@ interrupts, Ctrl-C) and streams; clear errors for what it does not support.
 from __future__ import annotations
 
 import _thread
+import json
 
 import numpy as np
 import pytest
@@ -193,3 +194,25 @@ def test_errors(make_gcpp, tokenizer_path, workdir):
     assert m.generate([2, 5], max_new_tokens=8, token_mask=mask, ignore_eos=True, speculative="ngram",
                       ngram_min=1) == want
     assert set(want) <= set(allowed)
+
+
+def test_cli_run_and_bench(make_gcpp):
+    from test_cli import cli
+
+    path, draft = make_gcpp("g3"), make_gcpp("g3", dtype="int4")
+    base = ["run", path, "hello world hello world", "-n", "16", "-t", "1"]
+    plain = cli(*base)
+    assert plain.returncode == 0, plain.stderr
+    r = cli(*base, "--speculative", "ngram", "--ngram-min", "1", "--draft-len", "5", "-v")
+    assert (r.returncode, r.stdout) == (0, plain.stdout), r.stderr
+    assert "drafted tokens accepted" in r.stderr
+    out = json.loads(cli(*base, "--draft", draft, "--json").stdout)
+    assert out["text"] == plain.stdout.rstrip("\n")
+    assert out["speculation"]["mode"] == "draft" and out["speculation"]["drafted"] >= out["speculation"]["accepted"]
+    r = cli(*base, "--draft-len", "4")
+    assert r.returncode == 2 and "--draft-len needs --speculative ngram or --draft MODEL" in r.stderr, r.stderr
+    r = cli("bench", path, "-p", "8", "-n", "16", "-t", "1", "-r", "2", "--draft", draft, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {x["test"]: x for x in json.loads(r.stdout)}
+    assert set(rows) == {"pp8", "tg16", "tg16+draft"}
+    assert 0 < rows["tg16+draft"]["acceptance"] <= 1 and rows["tg16+draft"]["tps_mean"] > 0

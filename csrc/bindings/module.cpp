@@ -13,7 +13,6 @@
 
 #include "backend/cpu/thread_pool.h"
 #include "decode/generator.h"
-#include "decode/speculative.h"
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
 #include "model/session.h"
@@ -21,6 +20,9 @@
 
 namespace py = pybind11;
 using namespace gemma;
+
+// csrc/bindings/speculative.cpp: the drafters and Generator.next_speculative.
+void bind_speculative(py::module_& m, py::class_<Generator>& generator, void (*check)(), int default_threads);
 
 namespace {
 
@@ -173,23 +175,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight_bytes", &Model::weight_bytes)
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
-  py::class_<Drafter>(m, "Drafter", "Proposes tokens for speculative decoding: see decode/speculative.h");
-  py::class_<NgramDrafter, Drafter>(m, "NgramDrafter", "Prompt lookup: copies what followed the last n-gram")
-      .def(py::init<int, int>(), py::arg("ngram_min"), py::arg("ngram_max"));
-  py::class_<ModelDrafter, Drafter>(m, "ModelDrafter", "A draft model of the same vocabulary, in its own session")
-      .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, const std::string& kv_dtype,
-                       uint64_t seed) {
-             return new ModelDrafter(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(),
-                                     kv_dtype_from_name(kv_dtype), seed);
-           }),
-           py::arg("model"), py::arg("max_seq_len"), py::arg("n_threads") = 0, py::arg("kv_dtype") = "f32",
-           py::arg("seed") = 0)
-      .def("reseed", &ModelDrafter::reseed, py::arg("seed"))
-      .def_property_readonly("tokens", [](ModelDrafter& d) { return d.session().tokens(); })
-      .def_property("n_threads", [](ModelDrafter& d) { return d.session().n_threads(); },
-                    [](ModelDrafter& d, int n) { d.session().set_n_threads(n); });
-
-  py::class_<Generator>(m, "Generator", "A session (KV cache) and the decode loop over it: see decode/generator.h")
+  py::class_<Generator> generator(m, "Generator", "A session (KV cache) and the decode loop over it: see decode/generator.h");
+  generator
       .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed,
                        const std::string& kv_dtype) {
              return new Generator(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
@@ -220,24 +207,6 @@ PYBIND11_MODULE(_core, m) {
             return out;
           },
           py::arg("k") = 1, "Up to k new token ids; fewer once the generation ended (see stop_reason).")
-      .def(
-          "next_speculative",
-          [](Generator& g, Drafter& drafter, int draft_len, int cap) {
-            std::vector<int32_t> out(size_t(std::max(cap, 0)));
-            int n;
-            {
-              py::gil_scoped_release nogil;
-              n = g.next_speculative(drafter, draft_len, out.data(), int(out.size()), check_signals);
-            }
-            out.resize(size_t(n));
-            return out;
-          },
-          py::arg("drafter"), py::arg("draft_len"), py::arg("cap"),
-          "One speculative step: up to `cap` new token ids (at most draft_len + 1); none once ended.")
-      .def_property_readonly("spec_stats", [](const Generator& g) {
-        const auto& s = g.spec_stats();
-        return py::make_tuple(s.drafted, s.accepted, s.rounds);
-      }, "(drafted, accepted, verifying forwards) of this generation's speculation.")
       .def_property_readonly("stop_reason", [](const Generator& g) -> py::object {
         if (g.stop_reason() == StopReason::None) return py::none();
         return py::str(stop_reason_name(g.stop_reason()));
@@ -303,6 +272,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("max_seq_len", [](Generator& g) { return g.session().max_seq_len(); })
       .def_property("n_threads", [](Generator& g) { return g.session().n_threads(); },
                     [](Generator& g, int n) { g.session().set_n_threads(n); });
+  bind_speculative(m, generator, check_signals, default_threads());  // speculative.cpp
 
   m.def("row_bytes", [](const std::string& dtype, int64_t cols) {
     return quant::row_bytes(dtype_from_name(dtype), cols);

@@ -75,9 +75,8 @@ def _same_vocabulary(model, draft) -> str | None:
 def _model_drafter(model, draft):
     """The C++ drafter running `draft` for `model` (kept on `model` for the next call, so the
     draft's KV cache of the conversation is reused)."""
-    from .model import Model  # (model.py imports this module's user, generation.py)
-
-    if not isinstance(draft, Model):
+    # (a Model by its parts: model.py imports generation.py, which imports this module)
+    if not all(hasattr(draft, a) for a in ("_core", "tokenizer", "config", "kv_dtype")):
         raise InvalidParameterType(f"draft_model must be a gemma_cpp.Model, got {type(draft).__name__}",
                                    "draft_model")
     cached = getattr(model, "_spec_drafter", None)

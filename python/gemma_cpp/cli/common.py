@@ -40,17 +40,11 @@ def gen_kwargs(args) -> dict[str, Any]:
                 grammar=getattr(args, "grammar", None), regex=getattr(args, "regex", None))
 
 
-def spec_kwargs(args, model) -> dict[str, Any]:
-    """The speculative-decoding flags (options.add_speculative) as Generation's keyword arguments;
-    --draft MODEL is opened with the same threads and KV type as `model`."""
-    if getattr(args, "speculative", None) is None and getattr(args, "draft", None) is None:
+def spec_kwargs(args, draft=None) -> dict[str, Any]:
+    """The speculative-decoding flags (options.add_speculative) as Generation's keyword arguments,
+    with `draft` the Model opened for --draft (models.open_draft)."""
+    if getattr(args, "speculative", None) is None and draft is None:
         return {}
-    draft = None
-    if args.draft is not None:
-        from ..model import Model
-        from .models import resolve_model
-
-        draft = Model(resolve_model(args.draft), n_threads=model.n_threads, kv_dtype=model.kv_dtype)
     return dict(speculative=args.speculative, draft_model=draft, draft_len=args.draft_len,
                 ngram_min=args.ngram_min, ngram_max=args.ngram_max)
 

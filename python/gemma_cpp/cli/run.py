@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .common import PROG, Out, chat_prompt_ids, gen_kwargs, max_new, spec_kwargs
-from .models import default_model, is_model_path, open_model
+from .models import default_model, is_model_path, open_draft, open_model
 from .options import add_constraints, add_runtime, add_sampling, add_speculative, check_speculative
 
 
@@ -61,7 +61,7 @@ def main(args, parser) -> int:
         parser.error("empty prompt")
     n = max_new(model, len(ids), args.max_new_tokens)
     gen = Generation(model, ids, max_tokens=n, seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
-                     **gen_kwargs(args), **spec_kwargs(args, model))
+                     **gen_kwargs(args), **spec_kwargs(args, open_draft(args, model)))
     out = Out()
     try:
         if args.json:

@@ -118,6 +118,8 @@ class Generation:
     `logit_bias` ({id: bias in [-100, 100]}) is added to those logits after the penalties, before the mask;
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
+    `speculative` ("ngram"), `draft_model`, `draft_len`, `ngram_min`, `ngram_max`: speculative
+    decoding (speculative.py; `speculation` then holds the drafted and accepted counts).
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,

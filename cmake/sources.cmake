@@ -24,6 +24,7 @@ set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/logits_processors.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/generator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/batch_decoder.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/decode/speculative.cpp
 )
 
 # ISA-specific translation units: compiled only for the architecture they target.

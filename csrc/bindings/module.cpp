@@ -21,6 +21,9 @@
 namespace py = pybind11;
 using namespace gemma;
 
+// csrc/bindings/speculative.cpp: the drafters and Generator.next_speculative.
+void bind_speculative(py::module_& m, py::class_<Generator>& generator, void (*check)(), int default_threads);
+
 namespace {
 
 template <typename T>
@@ -174,7 +177,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight_bytes", &Model::weight_bytes)
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
-  py::class_<Generator>(m, "Generator", "A session (KV cache) and the decode loop over it: see decode/generator.h")
+  py::class_<Generator> generator(m, "Generator", "A session (KV cache) and the decode loop over it: see decode/generator.h");
+  generator
       .def(py::init([](std::shared_ptr<Model> model, int max_seq_len, int n_threads, uint64_t seed,
                        const std::string& kv_dtype) {
              return new Generator(model, max_seq_len, n_threads > 0 ? n_threads : default_threads(), seed,
@@ -270,6 +274,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("max_seq_len", [](Generator& g) { return g.session().max_seq_len(); })
       .def_property("n_threads", [](Generator& g) { return g.session().n_threads(); },
                     [](Generator& g, int n) { g.session().set_n_threads(n); });
+  bind_speculative(m, generator, check_signals, default_threads());  // speculative.cpp
 
   m.def("row_bytes", [](const std::string& dtype, int64_t cols) {
     return quant::row_bytes(dtype_from_name(dtype), cols);

@@ -9,8 +9,6 @@
 namespace gemma {
 
 namespace {
-struct InterruptRequested {};  // thrown from a check to unwind a forward; caught in next()
-
 // Index of the first NaN or +-Inf among n floats, or -1. Reads the bits: |x| has an all-ones
 // exponent exactly when its bit pattern, as a non-negative int32, exceeds FLT_MAX's. An OR of
 // int32 compares vectorises even on the SSE2 baseline (a float compare chain would not without
@@ -95,15 +93,18 @@ const std::vector<float>& Generator::last_logits() const {
 
 int32_t Generator::sample(const SamplingParams& p) {
   p.validate();
-  work_ = last_logits();
-  const auto& hist = session_.tokens();
-  apply_repetition_penalty(work_.data(), vocab(), p.repetition_penalty, hist.data(), int(hist.size()), seen_);
-  counts_.apply_penalties(work_.data(), p.presence_penalty, p.frequency_penalty);
-  for (const auto& [id, b] : bias_) work_[size_t(id)] += b;
-  if (mask_.active()) mask_.apply(work_.data(), vocab());
+  process(last_logits().data(), session_.n_past(), p);
   const int32_t tok = sampler_.sample(work_.data(), vocab(), p);  // (reads work_, leaves it as is)
   if (lp_top_ >= 0) record_logprob(tok);
   return tok;
+}
+
+void Generator::process(const float* logits, int n_hist, const SamplingParams& p) {
+  work_.assign(logits, logits + vocab());
+  apply_repetition_penalty(work_.data(), vocab(), p.repetition_penalty, session_.tokens().data(), n_hist, seen_);
+  counts_.apply_penalties(work_.data(), p.presence_penalty, p.frequency_penalty);
+  for (const auto& [id, b] : bias_) work_[size_t(id)] += b;
+  if (mask_.active()) mask_.apply(work_.data(), vocab());
 }
 
 void Generator::set_logit_bias(const int32_t* ids, const float* bias, int n) {
@@ -170,6 +171,7 @@ int Generator::start(const int32_t* prompt, int n, const SamplingParams& params,
   end_ids_ = std::move(end_ids);
   max_new_ = max_new_tokens;
   produced_ = 0;
+  spec_ = SpecStats{};
   sampler_.reseed(seed);
   try {
     forward(prompt + common, n - common, nullptr, with_interrupt(check));

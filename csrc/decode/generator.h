@@ -15,6 +15,7 @@
 
 #include "decode/logits_processors.h"
 #include "decode/sampler.h"
+#include "decode/speculative.h"
 #include "model/session.h"
 
 namespace gemma {
@@ -49,6 +50,17 @@ class Generator {
   // generation ended: stop_reason() says why.
   int next(int32_t* out, int k, const Check& check);
   StopReason stop_reason() const { return reason_; }
+  // Speculative decoding (decode/speculative.h, speculative.cpp): `drafter` proposes up to
+  // draft_len tokens, one forward of the model verifies them all, and the rejected ones are cut
+  // from the cache. Appends at most `cap` tokens to `out` (at least one while the generation
+  // runs) and returns how many: the same tokens next() would give at temperature 0, and at
+  // temperature > 0 tokens with the same distribution (the rejection rule), ending the same way.
+  int next_speculative(Drafter& drafter, int draft_len, int32_t* out, int cap, const Check& check);
+  // This generation's drafted and accepted tokens and verifying forwards (reset by start()).
+  struct SpecStats {
+    int64_t drafted = 0, accepted = 0, rounds = 0;
+  };
+  const SpecStats& spec_stats() const { return spec_; }
   // Each start() begins generation number generation_id() + 1 (a count, from 1).
   uint64_t generation_id() const { return generation_; }
   // Thread-safe: generation `id` (running, or the next one to start) stops at its next check
@@ -101,7 +113,16 @@ class Generator {
   void copy_cache_from(const Generator& o);
 
  private:
+  struct InterruptRequested {};  // thrown from a check to unwind a forward; caught in next()
+
   void forward(const int32_t* tokens, int n, float* all_logits_out, const Check& check);
+  // Logits processors of `p` on a copy of `logits` into work_: the repetition penalty over the
+  // first n_hist cached tokens, presence/frequency penalties, logit_bias, the mask.
+  void process(const float* logits, int n_hist, const SamplingParams& p);
+  // Speculation: decides the token at one position whose processed logits are in work_, given
+  // the drafted token there (or -1: none) and the distribution it was drawn from (null: drawn
+  // with certainty). Sets `accepted` when the result is the drafted token.
+  int32_t verify_token(int32_t drafted, const Sampler::Dist* q, bool& accepted);
   void end_generation();  // back to no generation running (low-level calls, reset)
   void record_logprob(int32_t tok);
   Check with_interrupt(const Check& check);
@@ -116,6 +137,12 @@ class Generator {
   int lp_top_ = -1;
   std::vector<std::pair<int32_t, float>> bias_;
   TokenLogprob lp_;
+  SpecStats spec_;
+  std::vector<float> spec_logits_, spec_prev_;  // speculation's scratch (speculative.cpp)
+  std::vector<int32_t> spec_ctx_, spec_rows_;
+  Sampler::Dist spec_p_;
+  Draft spec_draft_;
+  std::vector<double> spec_dense_;
 
   // The running generation.
   bool active_ = false;

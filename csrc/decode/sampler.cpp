@@ -51,7 +51,9 @@ static int32_t greedy(const float* logits, int vocab) {
   return int32_t(std::max_element(logits, logits + vocab) - logits);
 }
 
-int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p) {
+int32_t Sampler::candidates(const float* logits, int vocab, const SamplingParams& p, size_t& n, double& total) {
+  n = 0;
+  total = 0.0;
   if (p.temperature == 0.f) return greedy(logits, vocab);
 
   // Candidates as (logit / T, id), best first, cut by top-k.
@@ -65,7 +67,7 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
   auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  size_t n = cand_.size();
+  n = cand_.size();
   if (p.top_k > 0 && size_t(p.top_k) < n) {
     std::nth_element(cand_.begin(), cand_.begin() + p.top_k, cand_.end(), better);
     n = size_t(p.top_k);
@@ -73,8 +75,10 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
   // Softmax over the candidates (unnormalised weights, then their sum).
   float mx = -INFINITY;
   for (size_t i = 0; i < n; ++i) mx = std::max(mx, cand_[i].first);
-  if (mx == INFINITY) return greedy(logits, vocab);
-  double total = 0.0;
+  if (mx == INFINITY) {
+    n = 0;
+    return greedy(logits, vocab);
+  }
   for (size_t i = 0; i < n; ++i) {
     cand_[i].first = std::exp(cand_[i].first - mx);
     total += cand_[i].first;
@@ -100,6 +104,14 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
     total = 0.0;
     for (size_t i = 0; i < n; ++i) total += cand_[i].first;
   }
+  return -1;
+}
+
+int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p) {
+  size_t n;
+  double total;
+  const int32_t chosen = candidates(logits, vocab, p, n, total);
+  if (chosen >= 0) return chosen;
   std::uniform_real_distribution<double> uni(0.0, total);
   double r = uni(rng_);
   for (size_t i = 0; i < n; ++i) {
@@ -107,6 +119,33 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p)
     if (r < 0) return cand_[i].second;
   }
   return cand_[n - 1].second;
+}
+
+void Sampler::distribution(const float* logits, int vocab, const SamplingParams& p, Dist& out) {
+  out.clear();
+  size_t n;
+  double total;
+  const int32_t chosen = candidates(logits, vocab, p, n, total);
+  if (chosen >= 0) {
+    out.push_back({chosen, 1.0});
+    return;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (cand_[i].first > 0.f) out.push_back({cand_[i].second, double(cand_[i].first) / total});
+}
+
+double Sampler::uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+int32_t Sampler::draw(const Dist& w) {
+  double total = 0.0;
+  for (const auto& e : w) total += e.second;
+  if (!(total > 0.0)) throw std::logic_error("Sampler::draw: no weight to draw from");
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  for (const auto& [id, x] : w) {
+    r -= x;
+    if (r < 0) return id;
+  }
+  return w.back().first;
 }
 
 }  // namespace gemma

@@ -30,7 +30,21 @@ class Sampler {
   // Reads the processed logits; uses only the temperature, top_k, top_p and min_p of `p`.
   int32_t sample(const float* logits, int vocab, const SamplingParams& p);
 
+  // The distribution sample() draws from, exactly (the same cuts, ties broken the same way), as
+  // (id, probability) pairs with probability > 0, best first for the cut ones (greedy: the argmax
+  // with probability 1). Speculative decoding's acceptance rule reads it (decode/speculative.h).
+  using Dist = std::vector<std::pair<int32_t, double>>;
+  void distribution(const float* logits, int vocab, const SamplingParams& p, Dist& out);
+  // Uniform in [0, 1) from this sampler's generator.
+  double uniform();
+  // A draw from unnormalised weights (id, weight >= 0; their sum must be > 0).
+  int32_t draw(const Dist& weights);
+
  private:
+  // Leaves the kept candidates in cand_[0, n) as (unnormalised weight, id) and their sum in
+  // `total`, or returns the token when the choice is greedy (then n = 0).
+  int32_t candidates(const float* logits, int vocab, const SamplingParams& p, size_t& n, double& total);
+
   // Sorts the best-first prefix of cand_[0, n) that the top-p / min-p cuts read (sampler.cpp).
   template <typename Better>
   void sort_prefix_holding_cut(size_t n, double total, const SamplingParams& p, Better better);

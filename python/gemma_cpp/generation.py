@@ -11,7 +11,10 @@ is found here, in the text. Tokens are asked for one per call (next(1)): on a ti
 (~60 us a token) next(1) cost 2-8 us a token more than next(400) for the whole batch, and the
 detokeniser and stop matcher 20-35 us (measured on a busy 2-core machine), against ~60 ms a token
 for the real Gemma 3 270M. One at a time never runs the model past a stop string, so the KV cache
-holds exactly the returned tokens (but the last, pending one) with no rollback.
+holds exactly the returned tokens (but the last, pending one) with no rollback. A speculative
+step (speculative.py) returns several tokens from one call; they are still handed on one at a
+time, so nothing past a stop string is returned (the cache may then hold a few tokens more, which
+the next call's prefix reuse cuts off).
 
 State lives in a `_Progress` kept apart from the `Generation` object, so the generator functions
 running a generation never refer back to it: dropping a Generation frees the Model at once.
@@ -26,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import numpy as np
 
 from . import _core
+from . import speculative as speculation
 from . import structured
 from .params import InvalidParameterType, check, check_logit_bias, resolve_seed
 from .tokenizer import StopMatcher, StreamDecoder
@@ -114,6 +118,8 @@ class Generation:
     `logit_bias` ({id: bias in [-100, 100]}) is added to those logits after the penalties, before the mask;
     `cancel` (a threading.Event) is looked at between tokens; `interrupt()` may be called from
     another thread and stops even inside a long prefill.
+    `speculative` ("ngram"), `draft_model`, `draft_len`, `ngram_min`, `ngram_max`: speculative
+    decoding (speculative.py; `speculation` then holds the drafted and accepted counts).
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,
@@ -122,7 +128,9 @@ class Generation:
                  stop: Sequence[str] | str | None = None, ignore_eos: bool = False,
                  token_mask: TokenMask | None = None, json_schema: Any = None, regex: str | None = None,
                  grammar: str | None = None, logprobs: int | None = None, logit_bias: dict | None = None,
-                 cancel: threading.Event | None = None, text: bool = True):
+                 cancel: threading.Event | None = None, text: bool = True, speculative: str | None = None,
+                 draft_model: Any = None, draft_len: int | None = None, ngram_min: int | None = None,
+                 ngram_max: int | None = None):
         self.model = model
         self.prompt_ids = [int(t) for t in prompt_ids]
         self.prompt_tokens = len(self.prompt_ids)
@@ -141,9 +149,12 @@ class Generation:
         if logprobs is not None:
             logprobs = check("top_logprobs", logprobs)
         bias = check_logit_bias(logit_bias, model.config.vocab_size) if logit_bias else None
+        # speculative.py: None, or the drafter and its counts (drafted, accepted) once it ran
+        self.speculation = speculation.setup(model, speculative, draft_model, draft_len, ngram_min, ngram_max,
+                                             dynamic_mask=callable(token_mask), logprobs=logprobs is not None)
         self._p = _Progress()
         ids = _token_ids(self._p, model, self.prompt_ids, params, self.max_tokens, end_ids, seed, token_mask,
-                         cancel, logprobs, bias)
+                         cancel, logprobs, bias, self.speculation)
         self._iter = _text_pieces(self._p, ids, StreamDecoder(model.tokenizer, self.prompt_ids),
                                   StopMatcher(self.stop)) if text else ids
 
@@ -209,8 +220,10 @@ class Generation:
 
 def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: int, end_ids: list[int],
                seed: int, mask: TokenMask | None, cancel: threading.Event | None,
-               logprobs: int | None = None, bias: tuple | None = None) -> Iterator[int]:
-    """The generated ids, one C++ call each, holding the Model's lock while it runs."""
+               logprobs: int | None = None, bias: tuple | None = None,
+               spec: speculation.Speculation | None = None) -> Iterator[int]:
+    """The generated ids, one C++ call each (a speculative step may give several), holding the
+    Model's lock while it runs."""
     p.t_start = time.perf_counter()
     try:
         with model._lock.hold():
@@ -224,6 +237,8 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                 g.set_logprobs(logprobs)
             if bias:
                 g.set_logit_bias(*bias)
+            if spec is not None:
+                spec.start(seed)
             try:
                 if mask is not None and not callable(mask):
                     g.set_mask(mask)
@@ -237,7 +252,7 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                             p.stop_reason = "grammar"
                             return
                         g.set_mask(m)
-                    got = g.next(1)
+                    got = g.next(1) if spec is None else spec.next(g)
                     if not got:
                         p.stop_reason = g.stop_reason
                         if p.stop_reason == "length" and getattr(mask, "complete", None) and mask.complete(p.ids):
@@ -247,9 +262,12 @@ def _token_ids(p: _Progress, model, prompt_ids: list[int], params, max_tokens: i
                         p.t_first = time.perf_counter()
                     if logprobs is not None:
                         p.logprobs.append(g.last_logprob())
-                    p.ids.append(got[0])
-                    yield got[0]
+                    for tok in got:  # one at a time: a consumer stopping at a stop string takes no more
+                        p.ids.append(tok)
+                        yield tok
             finally:
+                if spec is not None:
+                    spec.finish(g)
                 if mask is not None:
                     g.set_mask(None)
                 if logprobs is not None:

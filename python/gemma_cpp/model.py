@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _core, batching
+from . import _core, batching, speculative as speculative_options
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
 from .openai import responses as openai_responses  # never imports this module: no cycle
@@ -290,7 +290,8 @@ class Model:
                  ignore_eos: bool = False, add_bos: bool = True, token_mask: TokenMask | None = None,
                  json_schema: dict | str | None = None, regex: str | None = None, grammar: str | None = None,
                  logprobs: bool = False, top_logprobs: int = 0, logit_bias: dict | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, speculative: str | None = None, draft_model: "Model | None" = None,
+                 draft_len: int | None = None, ngram_min: int | None = None, ngram_max: int | None = None):
         """Continue `prompt`, or each prompt of a list of them (batched generation).
 
         A string prompt is tokenised (with BOS unless add_bos=False) and the result is the
@@ -315,6 +316,9 @@ class Model:
         penalties and mask, before temperature): read them from the stream's `logprobs` (stream=True),
         or use create_completion for OpenAI's shapes. logit_bias ({token id: bias in [-100, 100]},
         OpenAI's) is added to those logits after the penalties and before the mask.
+        Speculative decoding (docs/speculative.md): speculative="ngram" (prompt lookup; ngram_min,
+        ngram_max) or draft_model=m (a Model with the same vocabulary), draft_len tokens drafted per
+        step; greedy output is unchanged, sampled output keeps its distribution.
         Parameter bounds: params.py.
 
         A list of prompts (strings, or token id lists) gives the list of results, in order; up to
@@ -323,7 +327,8 @@ class Model:
         seed[i] from a list of seeds; no seed: a random one each). Not with stream=True.
         """
         if batching.is_prompt_list(prompt):
-            kw = {k: v for k, v in locals().items() if k not in ("self", "prompt", "as_text")}
+            kw = speculative_options.batch_options(  # (a list of prompts: no speculation)
+                {k: v for k, v in locals().items() if k not in ("self", "prompt", "as_text")})
             return batching.generate_batch(self, prompt, **kw)
         as_text = isinstance(prompt, str)
         max_new_tokens = check("max_new_tokens", max_new_tokens)
@@ -340,7 +345,9 @@ class Model:
                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                          frequency_penalty=frequency_penalty, seed=seed, stop=stop, ignore_eos=ignore_eos,
                          token_mask=token_mask, json_schema=json_schema, regex=regex, grammar=grammar,
-                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text)
+                         logprobs=top_logprobs if logprobs else None, logit_bias=logit_bias, text=as_text,
+                         speculative=speculative, draft_model=draft_model, draft_len=draft_len, ngram_min=ngram_min,
+                         ngram_max=ngram_max)
         if stream:
             return gen
         out = list(gen)

@@ -91,6 +91,12 @@ BOUNDS: dict[str, Bound] = {
     "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
     "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range
     "logit_bias": Bound(float, lo=-100.0, hi=100.0),  # each value; OpenAI's range
+    # Speculative decoding (speculative.py). A verify runs draft_len + 1 tokens, at most one
+    # prefill chunk (256), so the rejected ones can always be cut from the sliding-window rings
+    # (window + chunk positions); past ~16 drafts acceptance is rarely high enough to pay.
+    "draft_len": Bound(int, lo=1, hi=32),
+    "ngram_min": Bound(int, lo=1, hi=16),   # prompt lookup: the shortest suffix looked up
+    "ngram_max": Bound(int, lo=1, hi=16),   # and the longest (tried first)
 }
 
 # What each front calls a canonical parameter, where it differs.

@@ -40,6 +40,15 @@ def gen_kwargs(args) -> dict[str, Any]:
                 grammar=getattr(args, "grammar", None), regex=getattr(args, "regex", None))
 
 
+def spec_kwargs(args, draft=None) -> dict[str, Any]:
+    """The speculative-decoding flags (options.add_speculative) as Generation's keyword arguments,
+    with `draft` the Model opened for --draft (models.open_draft)."""
+    if getattr(args, "speculative", None) is None and draft is None:
+        return {}
+    return dict(speculative=args.speculative, draft_model=draft, draft_len=args.draft_len,
+                ngram_min=args.ngram_min, ngram_max=args.ngram_max)
+
+
 def chat_prompt_ids(model, messages) -> list[int]:
     return model.tokenize(model.apply_chat_template(messages), add_bos=False)
 

@@ -71,3 +71,12 @@ def open_model(path: str, args):
             raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model_ctx} tokens)")
     return Model(path, n_threads=getattr(args, "threads", None), max_seq_len=getattr(args, "ctx", None),
                  seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or DEFAULT_KV_DTYPE)
+
+
+def open_draft(args, model):
+    """The --draft MODEL of `args` (None without one), with the threads and KV type of `model`."""
+    from ..model import Model
+
+    if getattr(args, "draft", None) is None:
+        return None
+    return Model(resolve_model(args.draft), n_threads=model.n_threads, kv_dtype=model.kv_dtype)

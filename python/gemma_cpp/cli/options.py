@@ -168,3 +168,27 @@ def add_constraints(p) -> None:
                    help="the output matches the grammar in FILE: llguidance's Lark syntax, or llama.cpp's GBNF")
     x.add_argument("--regex", metavar="RE", type=lambda v: check_constraint("regex", v, "--regex"), default=None,
                    help="the whole output matches the regular expression RE")
+
+
+def add_speculative(p) -> None:
+    """--speculative ngram / --draft MODEL, --draft-len, --ngram-min/max (docs/speculative.md)."""
+    g = p.add_argument_group("speculative decoding (greedy output unchanged; sampled keeps its distribution)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--speculative", choices=("ngram",), default=None,
+                   help="ngram: draft by prompt lookup (copies what followed the last words earlier in the text)")
+    x.add_argument("--draft", metavar="MODEL", default=None,
+                   help="draft with this smaller model (.gcpp or .gguf) of the same vocabulary")
+    g.add_argument("--draft-len", type=param("draft_len"), default=None,
+                   help="tokens drafted per step (default 8 with ngram, 4 with --draft)")
+    g.add_argument("--ngram-min", type=param("ngram_min"), default=None, help="shortest n-gram looked up (default 2)")
+    g.add_argument("--ngram-max", type=param("ngram_max"), default=None, help="longest n-gram looked up (default 4)")
+
+
+def check_speculative(args, parser) -> None:
+    """Usage errors among the speculative flags (the values are checked by their types)."""
+    if args.speculative is None and args.draft is None:
+        for flag in ("draft_len", "ngram_min", "ngram_max"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} needs --speculative ngram or --draft MODEL")
+    elif args.draft is not None and (args.ngram_min is not None or args.ngram_max is not None):
+        parser.error("--ngram-min/--ngram-max apply to --speculative ngram, not --draft")

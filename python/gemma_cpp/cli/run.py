@@ -6,9 +6,9 @@ import json
 import sys
 from typing import Any
 
-from .common import PROG, Out, chat_prompt_ids, gen_kwargs, max_new
-from .models import default_model, is_model_path, open_model
-from .options import add_constraints, add_runtime, add_sampling
+from .common import PROG, Out, chat_prompt_ids, gen_kwargs, max_new, spec_kwargs
+from .models import default_model, is_model_path, open_draft, open_model
+from .options import add_constraints, add_runtime, add_sampling, add_speculative, check_speculative
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print token counts and speed to stderr")
     add_sampling(p)
     add_constraints(p)
+    add_speculative(p)
     add_runtime(p)
     p.set_defaults(func=main)
 
@@ -44,6 +45,7 @@ def main(args, parser) -> int:
         model_path, prompt = None, pos[0]
     if args.system and not args.chat:
         parser.error("--system needs --chat")
+    check_speculative(args, parser)
     if prompt == "-":
         prompt = sys.stdin.read()
     if model_path is None:
@@ -59,7 +61,7 @@ def main(args, parser) -> int:
         parser.error("empty prompt")
     n = max_new(model, len(ids), args.max_new_tokens)
     gen = Generation(model, ids, max_tokens=n, seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
-                     **gen_kwargs(args))
+                     **gen_kwargs(args), **spec_kwargs(args, open_draft(args, model)))
     out = Out()
     try:
         if args.json:
@@ -70,6 +72,10 @@ def main(args, parser) -> int:
     finally:
         gen.close()
     stats = _stats(gen)
+    if gen.speculation is not None:
+        sp = gen.speculation
+        stats["speculation"] = {"mode": sp.mode, "draft_len": sp.draft_len, "drafted": sp.drafted,
+                                "accepted": sp.accepted, "acceptance_rate": sp.acceptance_rate}
     if args.json:
         print(json.dumps({"model": model.path, "text": gen.text, **stats}, ensure_ascii=False))
     else:
@@ -101,3 +107,8 @@ def _print_stats(s: dict) -> None:
     print(f"prompt: {s['prompt_tokens']} tokens, {rate(s['prefill_tokens_per_s'])}; "
           f"generated: {s['completion_tokens']} tokens, {rate(s['decode_tokens_per_s'])}; "
           f"finish: {s['finish_reason']}", file=sys.stderr)
+    sp = s.get("speculation")
+    if sp:
+        rate = "n/a" if sp["acceptance_rate"] is None else f"{100 * sp['acceptance_rate']:.0f}%"
+        print(f"speculation ({sp['mode']}, draft_len {sp['draft_len']}): {sp['accepted']} of {sp['drafted']} "
+              f"drafted tokens accepted ({rate})", file=sys.stderr)

@@ -181,6 +181,8 @@ def test_errors(make_gcpp, tokenizer_path, workdir):
     assert "token_mask function" in err("speculative", speculative="ngram", token_mask=lambda ids: None)
     with pytest.raises(TypeError, match="draft_model must be a gemma_cpp.Model"):
         m.generate([2, 5], max_new_tokens=3, draft_model="model.gcpp")
+    with pytest.raises(InvalidRequestError, match="not a list of prompts"):
+        m.generate([[2, 5], [2, 6]], max_new_tokens=3, speculative="ngram")
     # A draft with another vocabulary.
     other = Model(make_gcpp("g3", vocab_size=520), n_threads=1)
     assert "does not share the vocabulary" in err("draft_model", draft_model=other)

@@ -20,6 +20,9 @@ from typing import Any
 # documented default of 16.
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_COMPLETION_MAX_TOKENS = 16
+# OpenAI's default temperature, used by the OpenAI-shaped calls and the server (Model.generate and
+# the CLI default to greedy, 0).
+DEFAULT_OPENAI_TEMPERATURE = 1.0
 
 # KV cache element types (Model(kv_dtype=...), --kv-dtype); the first is the default.
 KV_DTYPES = ("f32", "f16", "bf16", "int8")
@@ -105,6 +108,14 @@ CLI_NAMES = {k: "--" + k.replace("_", "-") for k in BOUNDS}
 CLI_NAMES["n_threads"] = "--threads"
 
 
+def bounds_json(name: str) -> dict[str, Any]:
+    """BOUNDS[name] as JSON for a client that shows or checks the value (the server's chat page):
+    {"integer", "min", "max", "min_exclusive", "max_exclusive"}, null where there is no bound."""
+    b = BOUNDS[name]
+    return {"integer": b.kind is int, "min": b.lo, "max": b.hi, "min_exclusive": b.lo_open,
+            "max_exclusive": b.hi_open}
+
+
 def json_type_name(v: Any) -> str:
     """How a value's type reads in an error message, in JSON's words ('an integer', 'null', ...)."""
     return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
@@ -171,4 +182,5 @@ def resolve_seed(seed: int | None) -> int:
 
 __all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
            "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
-           "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS", "check_logit_bias"]
+           "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS", "check_logit_bias", "bounds_json",
+           "DEFAULT_OPENAI_TEMPERATURE"]

@@ -24,8 +24,8 @@ from typing import Any
 
 from .. import structured
 from ..generation import Generation
-from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, InvalidRequestError, check,
-                      check_logit_bias, json_type_name, resolve_seed)
+from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_OPENAI_TEMPERATURE,
+                      InvalidRequestError, check, check_logit_bias, json_type_name, resolve_seed)
 from ..tokenizer import ChatTemplateError
 
 
@@ -98,7 +98,8 @@ def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> d
     name = "max_completion_tokens" if params.get("max_completion_tokens") is not None else "max_tokens"
     out["max_tokens"] = _number(params, name, default_max_tokens, "max_new_tokens")
     rp_name = "repetition_penalty" if params.get("repetition_penalty") is not None else "repeat_penalty"
-    out["sampling"] = dict(temperature=_number(params, "temperature", 1.0), top_p=_number(params, "top_p", 1.0),
+    out["sampling"] = dict(temperature=_number(params, "temperature", DEFAULT_OPENAI_TEMPERATURE),
+                           top_p=_number(params, "top_p", 1.0),
                            top_k=_number(params, "top_k", 0), min_p=_number(params, "min_p", 0.0),
                            repetition_penalty=_number(params, rp_name, 1.0, "repetition_penalty"),
                            presence_penalty=_number(params, "presence_penalty", 0.0),

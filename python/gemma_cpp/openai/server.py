@@ -3,7 +3,7 @@
     gemma-cpp serve model.gcpp --port 8080 --parallel 2
 
 Routes: POST /v1/chat/completions, POST /v1/completions (stream or not), GET (and HEAD)
-/v1/models, /v1/models/{id}, /health. Errors have OpenAI's shape
+/v1/models, /v1/models/{id}, /health, and the chat page at / (webchat.py). Errors have OpenAI's shape
 `{"error": {"message", "type", "param", "code"}}`; request limits (body size, JSON depth) and the
 answer to unexpected exceptions live in guard.py.
 
@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..batching import Batcher, BatchRequest, Cancelled
 from ..params import InvalidRequestError
-from . import protocol, responses
+from . import protocol, responses, webchat
 from .guard import DEFAULT_MAX_REQUEST_BYTES, Guard, JSONBodyError, error_body, parse_json
 
 Model = Any  # a gemma_cpp.Model (passed in; this layer does not import model.py)
@@ -276,8 +276,9 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     async def completions(request: Request):
         return await complete(request, protocol.parse_completion)
 
-    def model_card() -> dict:
-        return {"id": state.name, "object": "model", "created": state.created, "owned_by": "gemma_cpp"}
+    def model_card() -> dict:  # "meta" as llama-server has it: extra facts, ignored by OpenAI clients
+        return {"id": state.name, "object": "model", "created": state.created, "owned_by": "gemma_cpp",
+                "meta": {"context_length": state.model.max_seq_len, "base_model": bool(state.model.is_base_model)}}
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models(request: Request):
@@ -304,6 +305,7 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
                 "requests_total": state.stats["requests"], "requests_cancelled": state.stats["cancelled"],
                 "decode_steps": batch.batcher.steps, "decode_tokens": batch.batcher.tokens}
 
+    webchat.add_routes(app, api_key_required=bool(api_key))
     return app
 
 
@@ -334,7 +336,8 @@ def serve(model: Model, *, host: str = "127.0.0.1", port: int = 8080, api_key: s
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
     name = app.state.gemma.name
     n_threads = model.n_threads
-    print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1 (batches of up to {parallel} "
+    print(f"gemma-cpp serve: model '{name}' at http://{shown}:{bound[1]}/v1, chat page at "
+          f"http://{shown}:{bound[1]}/ (batches of up to {parallel} "
           f"request{'s' if parallel > 1 else ''}, {n_threads} thread{'s' if n_threads > 1 else ''}, context "
           f"{model.max_seq_len}, {model.kv_dtype} KV cache{', API key required' if api_key else ''})",
           file=sys.stderr, flush=True)

@@ -134,7 +134,8 @@ class ServerState:
         self.pool.release(model)
 
     async def events(self, req: protocol.Request) -> AsyncIterator[tuple[str, Any]]:
-        """Generate in a worker thread: yields ("piece", text) ... then ("done", Generation).
+        """Generate in a worker thread: yields ("piece", (text, Generation, tokens so far)) ... then
+        ("done", Generation), for each of the request's runs (n > 1: one after another in this slot).
 
         Closing this iterator early (client gone, task cancelled) stops the generation at the
         next check of the C++ loop (between tokens, or between layers of the prefill); the worker
@@ -155,11 +156,16 @@ class ServerState:
         def work() -> None:
             gen = None
             try:
-                gen = req.generation(model, cancel)
-                running.append(gen)
-                for piece in gen:
-                    emit(("piece", piece))
-                emit(("done", gen))
+                for i in range(req.runs):
+                    if gen is not None:
+                        gen.close()
+                        if cancel.is_set():  # the client is gone: no more choices
+                            break
+                    gen = req.generation(model, cancel, i)
+                    running.append(gen)
+                    for piece in gen:
+                        emit(("piece", (piece, gen, gen.completion_tokens)))
+                    emit(("done", gen))
             except BaseException as e:  # noqa: BLE001 - handed to the request
                 emit(("error", e))
             finally:
@@ -177,12 +183,14 @@ class ServerState:
             self.pool.release(model)
             raise
         try:
+            done = 0
             while True:
                 kind, val = await queue.get()
                 if kind == "error":
                     raise val
                 yield kind, val
-                if kind == "done":
+                done += kind == "done"
+                if done == req.runs:
                     return
         finally:
             cancel.set()  # looked at between tokens; no effect once the generation has ended
@@ -252,15 +260,15 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
 
     async def whole(request: Request, req: protocol.Request):
         async def consume():
-            gen = None
+            gens = []
             agen = state.events(req)
             try:
                 async for kind, val in agen:
                     if kind == "done":
-                        gen = val
+                        gens.append(val)
             finally:
                 await agen.aclose()
-            return gen
+            return gens
 
         task = asyncio.ensure_future(consume())
         gone = asyncio.ensure_future(_wait_disconnect(request))
@@ -276,14 +284,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
                 pass
             return Response(status_code=499)
         try:
-            gen = task.result()
+            gens = task.result()
         except InvalidRequestError as e:
             return _error(400, e.message, param=e.param, code=e.code)
         except ValueError as e:
             return _error(400, str(e))
         except Exception as e:  # noqa: BLE001 - e.g. non-finite logits from a broken model file
             return _error(500, f"{type(e).__name__}: {e}", "server_error")
-        return JSONResponse(responses.response(req, gen))
+        return JSONResponse(responses.response(req, gens))
 
     async def stream(req: protocol.Request):
         mk = responses.ChunkMaker(req)
@@ -294,7 +302,7 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
                 yield _sse(first)
             async for kind, val in agen:
                 if kind == "piece":
-                    yield _sse(mk.piece(val))
+                    yield _sse(mk.piece(*val))
                 else:
                     for c in mk.last(val):
                         yield _sse(c)

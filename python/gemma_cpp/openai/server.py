@@ -133,9 +133,9 @@ class ServerState:
             self.stats["cancelled"] += 1
         self.pool.release(model)
 
-    async def events(self, req: protocol.Request) -> AsyncIterator[tuple[str, Any]]:
-        """Generate in a worker thread: yields ("piece", (text, Generation, tokens so far)) ... then
-        ("done", Generation), for each of the request's runs (n > 1: one after another in this slot).
+    async def events(self, req: protocol.Request, index: int = 0) -> AsyncIterator[tuple[str, Any]]:
+        """Generate choice `index` in a worker thread: yields ("piece", (text, Generation, tokens so
+        far)) ... then ("done", Generation).
 
         Closing this iterator early (client gone, task cancelled) stops the generation at the
         next check of the C++ loop (between tokens, or between layers of the prefill); the worker
@@ -156,16 +156,11 @@ class ServerState:
         def work() -> None:
             gen = None
             try:
-                for i in range(req.runs):
-                    if gen is not None:
-                        gen.close()
-                        if cancel.is_set():  # the client is gone: no more choices
-                            break
-                    gen = req.generation(model, cancel, i)
-                    running.append(gen)
-                    for piece in gen:
-                        emit(("piece", (piece, gen, gen.completion_tokens)))
-                    emit(("done", gen))
+                gen = req.generation(model, cancel, index)
+                running.append(gen)
+                for piece in gen:
+                    emit(("piece", (piece, gen, gen.completion_tokens)))
+                emit(("done", gen))
             except BaseException as e:  # noqa: BLE001 - handed to the request
                 emit(("error", e))
             finally:
@@ -183,14 +178,12 @@ class ServerState:
             self.pool.release(model)
             raise
         try:
-            done = 0
             while True:
                 kind, val = await queue.get()
                 if kind == "error":
                     raise val
                 yield kind, val
-                done += kind == "done"
-                if done == req.runs:
+                if kind == "done":
                     return
         finally:
             cancel.set()  # looked at between tokens; no effect once the generation has ended
@@ -261,13 +254,14 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
     async def whole(request: Request, req: protocol.Request):
         async def consume():
             gens = []
-            agen = state.events(req)
-            try:
-                async for kind, val in agen:
-                    if kind == "done":
-                        gens.append(val)
-            finally:
-                await agen.aclose()
+            for i in range(req.runs):  # n > 1: one after another (a later one reuses the prompt's cache)
+                agen = state.events(req, i)
+                try:
+                    async for kind, val in agen:
+                        if kind == "done":
+                            gens.append(val)
+                finally:
+                    await agen.aclose()
             return gens
 
         task = asyncio.ensure_future(consume())
@@ -295,23 +289,27 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
 
     async def stream(req: protocol.Request):
         mk = responses.ChunkMaker(req)
-        agen = state.events(req)
+        agen = None
         try:
             first = mk.first()
             if first is not None:
                 yield _sse(first)
-            async for kind, val in agen:
-                if kind == "piece":
-                    yield _sse(mk.piece(*val))
-                else:
-                    for c in mk.last(val):
-                        yield _sse(c)
+            for i in range(req.runs):  # n > 1: the choices one after another
+                agen = state.events(req, i)
+                async for kind, val in agen:
+                    if kind == "piece":
+                        yield _sse(mk.piece(*val))
+                    else:
+                        for c in mk.last(val):
+                            yield _sse(c)
+                await agen.aclose()
             yield "data: [DONE]\n\n"
         except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
             yield _sse(error_body(f"{type(e).__name__}: {e}", "server_error"))
             yield "data: [DONE]\n\n"
         finally:
-            await agen.aclose()
+            if agen is not None:
+                await agen.aclose()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

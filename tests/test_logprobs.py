@@ -47,6 +47,64 @@ def test_logprobs_equal_log_softmax_of_the_logits(model, temperature):
             assert top[0][0] == tid
 
 
+def _reference(model, ids: list[int], out: list[int]) -> np.ndarray:
+    """The logits at each generated token's position (float64), from one prefill."""
+    return model.logits(ids + out)[len(ids) - 1:-1].astype(np.float64)
+
+
+def _check_against(lps, out, ref: np.ndarray, k: int):
+    assert [e[0] for e in lps] == out
+    for row, (tid, lp, top) in zip(_log_softmax(ref), lps):
+        assert abs(lp - row[tid]) < 1e-5
+        best = np.argsort(-row, kind="stable")[:k]
+        best = best[np.isfinite(row[best])]  # a masked-out id is never an alternative
+        assert [i for i, _ in top] == best.tolist() and np.allclose([v for _, v in top], row[best], atol=1e-5)
+
+
+@pytest.mark.parametrize("presence,frequency", [(0.8, 1.5), (-0.5, -1.0)])
+def test_penalties_are_openais_and_come_before_the_logprobs(model, presence, frequency):
+    """OpenAI's presence/frequency penalties, logit -= presence * (count > 0) + frequency * count
+    over the tokens generated so far (not the prompt), are in the logprobs exactly; temperature
+    (0.9 here) is not."""
+    ids = model.tokenize(PROMPT + " " + PROMPT)  # prompt tokens repeat: they must not count
+    gen = model.generate(ids, max_new_tokens=16, ignore_eos=True, temperature=0.9, seed=3, logprobs=True,
+                         top_logprobs=4, presence_penalty=presence, frequency_penalty=frequency, stream=True)
+    out = list(gen)
+    ref = _reference(model, ids, out)
+    for k in range(len(out)):
+        count = np.bincount(out[:k], minlength=ref.shape[1]).astype(np.float64)
+        ref[k] -= presence * (count > 0) + frequency * count
+    _check_against(gen.logprobs, out, ref, 4)
+    plain = _reference(model, ids, out)
+    assert not np.allclose(_log_softmax(plain)[-1], _log_softmax(ref)[-1], atol=1e-3)  # the penalties did act
+
+
+@pytest.mark.parametrize("kw", [{"regex": r"[a-z]{2,6}( [a-z]{2,6}){1,3}\."},
+                                {"json_schema": {"type": "object", "properties": {
+                                    "ok": {"type": "boolean"}, "tag": {"type": "string", "maxLength": 6}},
+                                    "required": ["ok", "tag"], "additionalProperties": False}}])
+def test_constrained_logprobs_are_the_masked_log_softmax(model, kw):
+    """Under a constraint the logprobs are log-softmax of Model.logits over the tokens the
+    constraint allowed at each step (replayed with a fresh matcher), within 1e-5."""
+    pytest.importorskip("llguidance")
+    from gemma_cpp import structured
+
+    ids = model.tokenize(PROMPT)
+    gen = model.generate(ids, max_new_tokens=40, temperature=1.0, seed=5, logprobs=True, top_logprobs=3,
+                         stream=True, **kw)
+    out = list(gen)
+    assert gen.stop_reason == "grammar", gen.stop_reason
+    ref = _reference(model, ids, out)
+    replay = structured.GrammarMask(model, structured.grammar_of(**kw))
+    vocab = ref.shape[1]
+    for k in range(len(out)):
+        words = replay(out[:k])
+        allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab].astype(bool)
+        assert 0 < allowed.sum() < vocab
+        ref[k][~allowed] = -np.inf
+    _check_against(gen.logprobs, out, ref, 3)
+
+
 def test_logprobs_follow_penalties_and_mask(model):
     """The distribution is the processed one: a penalty changes it; a constraint's mask makes the
     forbidden ids impossible (only allowed ids among the alternatives, the chosen one's

@@ -97,7 +97,7 @@ def test_seeded_sampling_is_reproducible(model):
 
 
 @pytest.mark.parametrize("kw,param", [
-    (dict(n=2), "n"), (dict(temperature="hot"), "temperature"), (dict(temperature=-1), "temperature"),
+    (dict(n=0), "n"), (dict(temperature="hot"), "temperature"), (dict(temperature=-1), "temperature"),
     (dict(max_tokens=-1), "max_tokens"), (dict(top_p=2), "top_p"), (dict(stop=[1]), "stop"),
     (dict(logprobs=30), "logprobs"), (dict(presence_penalty=2.5), "presence_penalty"),
 ])
@@ -323,7 +323,7 @@ def test_errors_are_openai_shaped(server):
     check(http.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}),
           400)
     check(http.post("/v1/completions", content=b"[1, 2]"), 400)
-    check(http.post("/v1/completions", json={"prompt": "hi", "n": 2}), 400, "n")
+    check(http.post("/v1/completions", json={"prompt": "hi", "n": 129}), 400, "n")
     check(http.post("/v1/completions", json={"prompt": "hi", "max_tokens": "many"}), 400, "max_tokens")
     check(http.post("/v1/completions", json={"max_tokens": 3}), 400, "prompt")
     check(http.post("/v1/chat/completions", json={"messages": [{"role": "tool", "content": "x"}]}), 400,
@@ -334,7 +334,7 @@ def test_errors_are_openai_shaped(server):
     check(http.get("/v1/nothing"), 404)
     check(http.post("/v2/chat"), 404)
     with pytest.raises(openai.BadRequestError):
-        server.client().chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], n=3)
+        server.client().chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], n=200)
     # the server still answers afterwards
     assert http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2}).status_code == 200
 

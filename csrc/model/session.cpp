@@ -117,13 +117,28 @@ void Session::forward(const int32_t* tokens, int n, float* logits_out, bool all_
 void Session::forward_chunk(const int32_t* tokens, int n, int pos0, float* logits_out,
                             bool all_positions, const std::function<void()>& check_interrupt) {
   embed(tokens, n);
+  if (check_layers_) check_activations("the embedding", -1, n, pos0);
   rope_angles(n, pos0);
   for (int l = 0; l < model_->config().n_layers; ++l) {
     if (check_interrupt) check_interrupt();
     attention_block(l, n, pos0);
+    if (check_layers_) check_activations("attention block", l, n, pos0);
     mlp_block(l, n);
+    if (check_layers_) check_activations("MLP block", l, n, pos0);
   }
   if (logits_out) final_logits(n, all_positions, logits_out);
+}
+
+void Session::check_activations(const char* step, int layer, int n, int pos0) const {
+  const int d = model_->config().d_model;
+  const int64_t bad = first_non_finite(ws_.x.data(), int64_t(n) * d);
+  if (bad < 0) return;
+  const std::string where = layer < 0 ? step : "layer " + std::to_string(layer) + "'s " + step;
+  throw std::runtime_error("non-finite activations (" + std::string(std::isnan(ws_.x[size_t(bad)]) ? "NaN" : "Inf") +
+                           ") first after " + where + ", at position " + std::to_string(pos0 + bad / d) +
+                           ", channel " + std::to_string(bad % d) +
+                           " (GEMMA_CPP_CHECK_LAYERS): that layer's weights or scales in the model file hold "
+                           "NaN/Inf or overflow float32; re-convert it from a good checkpoint");
 }
 
 // x[t] = embed[token t] * float32(sqrt(d)).

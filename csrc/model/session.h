@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/finite.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "model/workspace.h"
@@ -30,6 +31,7 @@ class Session {
   const KVCache& kv_cache() const { return kv_; }
   Backend& backend() { return *backend_; }
   void set_n_threads(int n) { backend_->set_n_threads(n); }
+  bool checks_layers() const { return check_layers_; }  // GEMMA_CPP_CHECK_LAYERS was set at creation
 
   void reset() { tokens_.clear(); }
   // Whether the cache can be cut back to its first n tokens (sliding-window ring buffers
@@ -58,6 +60,8 @@ class Session {
   void mlp_block(int layer, int n);
   void add_residual(int n, const float* post_norm);
   void final_logits(int n, bool all_positions, float* logits_out);
+  // Debug mode (GEMMA_CPP_CHECK_LAYERS=1): throws naming the step if the residual stream holds NaN/Inf.
+  void check_activations(const char* step, int layer, int n, int pos0) const;
 
   std::shared_ptr<const Model> model_;
   int max_seq_;
@@ -72,6 +76,7 @@ class Session {
   std::vector<float> inv_freq_global_, inv_freq_local_;
 
   Workspace ws_;  // sized once for a full chunk: no allocation in the token loop
+  bool check_layers_ = check_layers_requested();
 };
 
 }  // namespace gemma

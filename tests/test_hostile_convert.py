@@ -145,6 +145,16 @@ def test_gguf_invalid_byte_piece(good_gguf, tmp_path):
     _fails(str(p), GGUFConvertError, r"has type BYTE but is '<0x4Y>', not <0xNN>")
 
 
+def test_gguf_token_not_utf8(good_gguf, tmp_path):
+    """Found by the fuzzer: a vocabulary entry of invalid UTF-8 was a UnicodeEncodeError in protobuf."""
+    data = bytearray(open(good_gguf, "rb").read())
+    i = data.index(b"<start_of_turn>")
+    data[i + 1] = 0xA7  # a lone continuation byte
+    p = tmp_path / "utf8.gguf"
+    p.write_bytes(bytes(data))
+    _fails(str(p), GGUFConvertError, r"token \d+ \('<\\udca7tart_of_turn>'\) is not valid UTF-8")
+
+
 # ---------------------------------------------------------------- safetensors
 def _copy(ckpt: str, tmp_path) -> str:
     d = tmp_path / "ckpt"

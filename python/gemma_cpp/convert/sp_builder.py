@@ -108,6 +108,10 @@ def build_sentencepiece(tokens: Sequence[str], scores: Sequence[float] | np.ndar
             raise TokenizerError(f"{where}: token {i} ({piece!r}) has unknown token type {t}")
         if piece == "":
             raise TokenizerError(f"{where}: token {i} is an empty string")
+        try:
+            piece.encode("utf-8")
+        except UnicodeEncodeError:  # read with surrogateescape: SentencePiece holds UTF-8 only
+            raise TokenizerError(f"{where}: token {i} ({piece!r}) is not valid UTF-8") from None
         if piece in seen:
             raise TokenizerError(f"{where}: tokens {seen[piece]} and {i} are both {piece!r}; "
                                  f"a SentencePiece vocabulary needs unique pieces")

@@ -18,8 +18,9 @@ becomes a free port (other programs may hold 8080).
 - unlabelled blocks are diagrams, and must not contain commands.
 
 Not run, with the reason in SKIPPED: `pip install` (it would replace the package under test
-and needs the network), the test suite itself, and `./dev-build.sh` (it rebuilds the extension
-this process has loaded); also a command reading /usr/share/common-licenses/GPL-3 where the
+and needs the network), the test suite itself, `./dev-build.sh` (it rebuilds the extension
+this process has loaded), and the CI steps and fuzzing commands of docs/security.md (minutes each;
+.ci/run runs them); also a command reading /usr/share/common-licenses/GPL-3 where the
 system lacks that file. Skips are listed in the output (`pytest -s`).
 """
 
@@ -45,6 +46,9 @@ SKIPPED = {
     "pip install": "installing would replace the gemma_cpp under test and needs the network",
     "python -m pytest": "the test suite itself",
     "./dev-build.sh": "rebuilds the extension this test process has loaded",
+    ".ci/": "CI steps (a sanitizer build, minutes of fuzzing): .ci/run runs them",
+    "FUZZ_SECONDS=": "minutes of fuzzing: .ci/run runs .ci/fuzz (tests/test_fuzz.py checks the targets)",
+    "python tests/fuzz/": "fuzzing for minutes, from the repository root: .ci/fuzz runs it in CI",
 }
 COMMAND_LIMIT_S = 120  # per command; the slowest (bench on the real model) takes a few seconds
 GPL3 = "/usr/share/common-licenses/GPL-3"

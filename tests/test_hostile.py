@@ -270,3 +270,39 @@ def test_non_finite_logits_raise(good, tmp_path):
     with pytest.raises(RuntimeError, match="non-finite logits"):
         Model(str(p), n_threads=1).generate([2, 5, 6], max_new_tokens=2)
     assert len(Model(good, n_threads=1).generate([2, 5, 6], max_new_tokens=3, ignore_eos=True)) == 3
+
+
+def _poisoned(good, tmp_path, tensor: str, name: str) -> str:
+    """`good` with one NaN in `tensor` (an f32 tensor)."""
+    data = bytearray(open(good, "rb").read())
+    h = read_header(good)
+    t = _by_name(h.meta, tensor)
+    assert t["dtype"] == "f32"
+    struct.pack_into("<f", data, h.data_start + t["offset"] + 4 * 5, float("nan"))
+    p = tmp_path / name
+    p.write_bytes(bytes(data))
+    return str(p)
+
+
+def test_check_layers_names_the_first_bad_layer(good, tmp_path, monkeypatch):
+    """GEMMA_CPP_CHECK_LAYERS=1 checks the residual stream after every block and names the first
+    that went non-finite; without it, the cheap logits check says how to find it."""
+    down1 = _poisoned(good, tmp_path, "layers.1.down", "down1.gcpp")
+    qkv0 = _poisoned(good, tmp_path, "layers.0.qkv", "qkv0.gcpp")
+    with pytest.raises(RuntimeError, match="non-finite logits .*GEMMA_CPP_CHECK_LAYERS=1 names the first layer"):
+        Model(down1, n_threads=1).generate([2, 5, 6], max_new_tokens=2)
+    monkeypatch.setenv("GEMMA_CPP_CHECK_LAYERS", "1")
+    with pytest.raises(RuntimeError, match=r"non-finite activations \(NaN\) first after layer 1's MLP block, "
+                                           r"at position 0, channel \d+"):
+        Model(down1, n_threads=1).generate([2, 5, 6], max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="first after layer 0's attention block"):
+        Model(qkv0, n_threads=1).logits([2, 5, 6])
+    # every layer finite, the final norm NaN: the logits check says where that leaves
+    with pytest.raises(RuntimeError, match="every layer's output was finite: the final norm or the embedding"):
+        Model(nan_model(good, tmp_path), n_threads=1).generate([2, 5], max_new_tokens=2)
+    m = Model(good, n_threads=1)  # a good model runs the same with the checks on
+    assert m.generate([2, 5, 6], max_new_tokens=3, ignore_eos=True) == \
+        Model(good, n_threads=1).generate([2, 5, 6], max_new_tokens=3, ignore_eos=True)
+    monkeypatch.setenv("GEMMA_CPP_CHECK_LAYERS", "0")
+    with pytest.raises(RuntimeError, match="non-finite logits"):
+        Model(down1, n_threads=1).generate([2, 5, 6], max_new_tokens=2)

@@ -370,6 +370,22 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("default_threads", &default_threads);
   m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
+  py::dict limits;
+  limits["n_layers"] = kMaxLayers;
+  limits["d_model"] = kMaxDModel;
+  limits["n_heads"] = kMaxHeads;
+  limits["n_kv_heads"] = kMaxHeads;
+  limits["head_dim"] = kMaxHeadDim;
+  limits["ffn_dim"] = kMaxFfn;
+  limits["vocab_size"] = kMaxVocab;
+  limits["max_position"] = kMaxPosition;
+  limits["sliding_window"] = kMaxPosition;
+  m.attr("CONFIG_LIMITS") = limits;
+  m.def(
+      "check_config",
+      [](py::dict config) { config_from_dict(config).validate(); },
+      py::arg("config"),
+      "ValueError naming the field when a normalised config would not load (ModelConfig::validate).");
   m.def(
       "_set_interrupt_check_hook",
       [](py::object fn) {

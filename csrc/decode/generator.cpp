@@ -6,33 +6,24 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/finite.h"
+
 namespace gemma {
 
 namespace {
-// Index of the first NaN or +-Inf among n floats, or -1. Reads the bits: |x| has an all-ones
-// exponent exactly when its bit pattern, as a non-negative int32, exceeds FLT_MAX's. An OR of
-// int32 compares vectorises even on the SSE2 baseline (a float compare chain would not without
-// -ffast-math), so checking a 256K-entry vocabulary costs microseconds.
-int64_t first_non_finite(const float* x, int64_t n) {
-  const int32_t* bits = reinterpret_cast<const int32_t*>(x);
-  int32_t any = 0;
-  for (int64_t i = 0; i < n; ++i) any |= int32_t((bits[i] & 0x7fffffff) > 0x7f7fffff);
-  if (!any) return -1;
-  for (int64_t i = 0; i < n; ++i)
-    if ((bits[i] & 0x7fffffff) > 0x7f7fffff) return i;
-  return -1;
-}
-
 // Non-finite logits mean non-finite weights or scales (or an overflow in the forward pass):
 // greedy would return token 0 forever and sampling the last id. Say so instead.
-void check_finite_logits(const float* logits, int64_t rows, int vocab, int64_t first_pos) {
+void check_finite_logits(const float* logits, int64_t rows, int vocab, int64_t first_pos, bool layers_checked) {
   const int64_t bad = first_non_finite(logits, rows * int64_t(vocab));
   if (bad < 0) return;
   const float v = logits[bad];
   throw std::runtime_error(
       "the model computed non-finite logits (" + std::string(std::isnan(v) ? "NaN" : "Inf") + " for token id " +
       std::to_string(bad % vocab) + " at position " + std::to_string(first_pos + bad / vocab) +
-      "): the model file's weights or scales hold NaN/Inf or overflow float32; re-convert it from a good checkpoint");
+      "): the model file's weights or scales hold NaN/Inf or overflow float32; re-convert it from a good checkpoint" +
+      std::string(layers_checked
+                      ? " (every layer's output was finite: the final norm or the embedding holds them)"
+                      : " (GEMMA_CPP_CHECK_LAYERS=1 names the first layer that produced them)"));
 }
 }  // namespace
 
@@ -77,11 +68,11 @@ void Generator::forward(const int32_t* tokens, int n, float* all_logits_out, con
   const int64_t first_pos = session_.n_past();
   if (all_logits_out) {
     session_.forward(tokens, n, all_logits_out, true, check);
-    check_finite_logits(all_logits_out, n, vocab(), first_pos);
+    check_finite_logits(all_logits_out, n, vocab(), first_pos, session_.checks_layers());
     std::memcpy(last_.data(), all_logits_out + size_t(n - 1) * size_t(vocab()), last_.size() * sizeof(float));
   } else {
     session_.forward(tokens, n, last_.data(), false, check);
-    check_finite_logits(last_.data(), 1, vocab(), first_pos + n - 1);
+    check_finite_logits(last_.data(), 1, vocab(), first_pos + n - 1, session_.checks_layers());
   }
   has_last_ = true;
 }
@@ -231,7 +222,7 @@ void Generator::take_pending_logits(const float* logits) {
   const auto& hist = session_.tokens();
   if (hist.empty() || hist.back() != pending_)
     throw std::logic_error("take_pending_logits: the pending token is not the session's last");
-  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1);
+  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1, session_.checks_layers());
   last_.assign(logits, logits + vocab());
   has_last_ = true;
   pending_ = -1;
@@ -239,7 +230,7 @@ void Generator::take_pending_logits(const float* logits) {
 
 void Generator::take_evaluated_logits(const float* logits) {
   end_generation();
-  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1);
+  check_finite_logits(logits, 1, vocab(), session_.n_past() - 1, session_.checks_layers());
   last_.assign(logits, logits + vocab());
   has_last_ = true;
 }

@@ -10,6 +10,15 @@ namespace gemma {
 // The longest context (and sliding window) a config may name: 16M positions, far past any Gemma
 // (128K), and small enough that position arithmetic in int never overflows.
 constexpr int kMaxPosition = 1 << 24;
+// Upper bounds of the other sizes (ModelConfig::validate; the converter reads them through
+// _core.CONFIG_LIMITS before it builds anything per layer): far past any Gemma, and small enough
+// that products of two of them fit int64 and per-layer tables stay small.
+constexpr int kMaxLayers = 4096;
+constexpr int kMaxDModel = 1 << 16;
+constexpr int kMaxHeads = 1024;
+constexpr int kMaxHeadDim = 4096;
+constexpr int kMaxFfn = 1 << 20;
+constexpr int kMaxVocab = 1 << 24;
 
 struct ModelConfig {
   int family = 1;  // 1, 2 or 3 (Gemma generation): selects the norm layout

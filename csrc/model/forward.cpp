@@ -17,6 +17,10 @@
 #include "model/forward.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "core/finite.h"
 
 namespace gemma {
 
@@ -33,7 +37,8 @@ static std::vector<float> rope_inv_freq(int head_dim, float theta, float linear_
 
 ForwardPass::ForwardPass(const ModelConfig& c)
     : inv_freq_global_(rope_inv_freq(c.head_dim, c.rope_theta_global, c.rope_scale_global)),
-      inv_freq_local_(rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f)) {}
+      inv_freq_local_(rope_inv_freq(c.head_dim, c.rope_theta_local, 1.f)),
+      check_layers_(check_layers_requested()) {}
 
 void ForwardPass::run(const Model& model, Backend& be, Workspace& ws, const int32_t* tokens, int rows,
                       const SeqRows* seqs, int n_seqs, const int* logit_rows, int n_logits, float* logits_out,
@@ -41,13 +46,34 @@ void ForwardPass::run(const Model& model, Backend& be, Workspace& ws, const int3
   const ModelConfig& c = model.config();
   // x[t] = embed[token t] * float32(sqrt(d)).
   be.embed(model.embed(), tokens, rows, c.embed_scale, ws.x.data(), c.d_model);
+  if (check_layers_) check_activations(ws, c.d_model, rows, seqs, n_seqs, "the embedding", -1);
   rope_angles(be, ws, seqs, n_seqs);
   for (int l = 0; l < c.n_layers; ++l) {
     if (check) check();
     attention_block(model, be, ws, l, rows, seqs, n_seqs);
+    if (check_layers_) check_activations(ws, c.d_model, rows, seqs, n_seqs, "attention block", l);
     mlp_block(model, be, ws, l, rows);
+    if (check_layers_) check_activations(ws, c.d_model, rows, seqs, n_seqs, "MLP block", l);
   }
   if (logits_out && n_logits > 0) final_logits(model, be, ws, rows, logit_rows, n_logits, logits_out);
+}
+
+// Debug mode (GEMMA_CPP_CHECK_LAYERS=1): names the first step whose output holds NaN/Inf, and
+// the position (in its sequence) and channel, so a broken model file can be pinned to a layer.
+void ForwardPass::check_activations(const Workspace& ws, int d, int rows, const SeqRows* seqs, int n_seqs,
+                                    const char* step, int layer) {
+  const int64_t bad = first_non_finite(ws.x.data(), int64_t(rows) * d);
+  if (bad < 0) return;
+  const int row = int(bad / d);
+  int pos = row;
+  for (int s = 0; s < n_seqs; ++s)
+    if (row >= seqs[s].row0 && row < seqs[s].row0 + seqs[s].n) pos = seqs[s].pos0 + (row - seqs[s].row0);
+  const std::string where = layer < 0 ? step : "layer " + std::to_string(layer) + "'s " + step;
+  throw std::runtime_error("non-finite activations (" + std::string(std::isnan(ws.x[size_t(bad)]) ? "NaN" : "Inf") +
+                           ") first after " + where + ", at position " + std::to_string(pos) + ", channel " +
+                           std::to_string(bad % d) +
+                           " (GEMMA_CPP_CHECK_LAYERS): that layer's weights or scales in the model file hold "
+                           "NaN/Inf or overflow float32; re-convert it from a good checkpoint");
 }
 
 // Rope cos/sin per token for the global and local bases: angle = float(pos) * inv_freq (float32).

@@ -40,6 +40,8 @@ class ForwardPass {
            int n_seqs, const int* logit_rows, int n_logits, float* logits_out,
            const std::function<void()>& check) const;
 
+  bool checks_layers() const { return check_layers_; }  // GEMMA_CPP_CHECK_LAYERS was set at creation
+
  private:
   void rope_angles(Backend& be, Workspace& ws, const SeqRows* seqs, int n_seqs) const;
   void attention_block(const Model& model, Backend& be, Workspace& ws, int l, int rows, const SeqRows* seqs,
@@ -49,7 +51,12 @@ class ForwardPass {
   void final_logits(const Model& model, Backend& be, Workspace& ws, int rows, const int* logit_rows, int n_logits,
                     float* logits_out) const;
 
+  // Debug mode (GEMMA_CPP_CHECK_LAYERS=1): throws naming the step if the residual stream holds NaN/Inf.
+  static void check_activations(const Workspace& ws, int d, int rows, const SeqRows* seqs, int n_seqs,
+                                const char* step, int layer);
+
   std::vector<float> inv_freq_global_, inv_freq_local_;  // rope: global and local (sliding) layers
+  bool check_layers_;  // GEMMA_CPP_CHECK_LAYERS was set when the session was created
 };
 
 }  // namespace gemma

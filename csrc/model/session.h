@@ -31,6 +31,7 @@ class Session {
   const KVCache& kv_cache() const { return kv_; }
   Backend& backend() { return *backend_; }
   void set_n_threads(int n) { backend_->set_n_threads(n); }
+  bool checks_layers() const { return fwd_.checks_layers(); }  // GEMMA_CPP_CHECK_LAYERS was set at creation
 
   void reset() { tokens_.clear(); }
   // Whether the cache can be cut back to its first n tokens (sliding-window ring buffers

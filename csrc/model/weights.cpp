@@ -21,15 +21,15 @@ void ModelConfig::validate() const {
     if (!ok) throw std::invalid_argument(std::string("config field '") + field + "': " + why);
   };
   need(family >= 1 && family <= 3, "family", "must be 1, 2 or 3, got " + std::to_string(family));
-  need(n_layers > 0 && n_layers <= 4096, "n_layers", "out of range: " + std::to_string(n_layers));
-  need(d_model > 0 && d_model <= (1 << 16), "d_model", "out of range: " + std::to_string(d_model));
-  need(n_heads > 0 && n_heads <= 1024, "n_heads", "out of range: " + std::to_string(n_heads));
-  need(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "n_kv_heads",
+  need(n_layers > 0 && n_layers <= kMaxLayers, "n_layers", "out of range: " + std::to_string(n_layers));
+  need(d_model > 0 && d_model <= kMaxDModel, "d_model", "out of range: " + std::to_string(d_model));
+  need(n_heads > 0 && n_heads <= kMaxHeads, "n_heads", "out of range: " + std::to_string(n_heads));
+  need(n_kv_heads > 0 && n_kv_heads <= n_heads && n_heads % n_kv_heads == 0, "n_kv_heads",
        std::to_string(n_kv_heads) + " does not divide n_heads=" + std::to_string(n_heads));
-  need(head_dim > 0 && head_dim % 2 == 0 && head_dim <= 4096, "head_dim",
+  need(head_dim > 0 && head_dim % 2 == 0 && head_dim <= kMaxHeadDim, "head_dim",
        "must be even and positive, got " + std::to_string(head_dim));
-  need(ffn_dim > 0 && ffn_dim <= (1 << 20), "ffn_dim", "out of range: " + std::to_string(ffn_dim));
-  need(vocab_size > 0 && vocab_size <= (1 << 24), "vocab_size", "out of range");
+  need(ffn_dim > 0 && ffn_dim <= kMaxFfn, "ffn_dim", "out of range: " + std::to_string(ffn_dim));
+  need(vocab_size > 0 && vocab_size <= kMaxVocab, "vocab_size", "out of range: " + std::to_string(vocab_size));
   need(max_position > 0 && max_position <= kMaxPosition, "max_position",
        "must be in [1, " + std::to_string(kMaxPosition) + "], got " + std::to_string(max_position));
   // Scalars: NaN fails every comparison below; inf is caught by the finite() checks.

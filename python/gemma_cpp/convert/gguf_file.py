@@ -12,10 +12,17 @@ Layout reminders: all integers little-endian; a tensor's dims are listed fastest
 (ggml's `ne` order), so a [rows, cols] row-major matrix is stored with dims (cols, rows); the
 tensor data section starts at the first multiple of `general.alignment` (default 32) after the
 tensor table, and each tensor's offset is relative to that start.
+
+Validation (what llama.cpp's gguf.cpp checks, and docs/security.md lists): every length and count
+against the bytes left in the file, arrays nested at most MAX_NESTING deep, `general.alignment` a
+power of two, each tensor offset a multiple of it, every tensor inside the file, and no two
+tensors overlapping (sorted by offset). Sizes are computed with Python integers, so a hostile
+shape cannot wrap around. Anything else is a GGUFError naming the file and key or tensor.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?
 _NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8",
        12: "<f8"}
 _STRING, _ARRAY = 8, 9
+MAX_NESTING = 8  # arrays of arrays: llama.cpp reads none; a hostile file must not recurse without end
 
 
 class GGUFError(ValueError):
@@ -84,7 +92,7 @@ class _Cursor:
             # llama.cpp writes vocab entries as bytes; keep invalid UTF-8 visible rather than fail
             return raw.decode("utf-8", errors="surrogateescape")
 
-    def value(self, vtype: int, key: str) -> Any:
+    def value(self, vtype: int, key: str, depth: int = 0) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])[0]
         if vtype == _STRING:
@@ -99,9 +107,13 @@ class _Cursor:
                 arr = np.frombuffer(self.buf, dtype=dt, count=count, offset=self.pos).copy()
                 self.pos = end
                 return arr
-            if count > len(self.buf):
+            least = 8 if etype == _STRING else 12 if etype == _ARRAY else 1  # bytes per element, at least
+            if count * least > len(self.buf) - self.pos:
                 raise GGUFError(f"{self.path}: metadata array {key!r} claims {count} entries; corrupt file")
-            return [self.value(etype, key) for _ in range(count)]
+            if etype == _ARRAY and depth >= MAX_NESTING:
+                raise GGUFError(f"{self.path}: metadata array {key!r} is nested more than {MAX_NESTING} deep; "
+                                f"corrupt file")
+            return [self.value(etype, key, depth + 1) for _ in range(count)]
         raise GGUFError(f"{self.path}: metadata key {key!r} has unknown value type {vtype}; corrupt file")
 
 
@@ -149,14 +161,20 @@ class GGUFFile:
             ne = cur.unpack(f"<{n_dims}Q")
             gtype, offset = cur.unpack("<IQ")
             raw_tensors.append((name, ne, gtype, offset))
-        align = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-        if align <= 0 or align & (align - 1):
-            raise GGUFError(f"{self.path}: general.alignment={align} is not a power of two")
+        align = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if isinstance(align, np.generic):
+            align = align.item()
+        if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1):
+            raise GGUFError(f"{self.path}: general.alignment={align!r} is not a power of two")
+        self.alignment = align
         self.data_start = (cur.pos + align - 1) // align * align
         self.tensors: dict[str, TensorInfo] = {}
         for name, ne, gtype, offset in raw_tensors:
             shape = tuple(int(d) for d in reversed(ne))
             nbytes = _nbytes(self.path, name, shape, gtype)
+            if offset % align:
+                raise GGUFError(f"{self.path}: tensor {name!r} offset {offset} is not a multiple of the "
+                                f"alignment {align}; corrupt file")
             start = self.data_start + int(offset)
             if start + nbytes > self.file_size:
                 raise GGUFError(f"{self.path}: tensor {name!r} ({nbytes} bytes at {start}) lies past the end "
@@ -164,6 +182,11 @@ class GGUFFile:
             if name in self.tensors:
                 raise GGUFError(f"{self.path}: tensor {name!r} appears twice")
             self.tensors[name] = TensorInfo(name, shape, gtype, start, nbytes)
+        spans = sorted((t.offset, t.nbytes, t.name) for t in self.tensors.values())
+        for (a_off, a_n, a), (b_off, b_n, b) in zip(spans, spans[1:]):
+            if b_off < a_off + a_n:
+                raise GGUFError(f"{self.path}: tensors {a!r} (bytes {a_off}+{a_n}) and {b!r} (bytes {b_off}+{b_n}) "
+                                f"overlap; corrupt file")
 
     # ------------------------------------------------------------------ metadata
     def get(self, key: str, default: Any = None) -> Any:
@@ -224,7 +247,7 @@ def _nbytes(path: str, name: str, shape: tuple[int, ...], gtype: int) -> int:
     if shape[-1] % block:
         raise GGUFError(f"{path}: tensor {name!r} ({qtype.name}) has rows of {shape[-1]} values, "
                         f"not a multiple of the block size {block}")
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)  # Python ints: a hostile shape cannot wrap around
     return n // block * type_size
 
 

@@ -17,7 +17,7 @@ from .. import __version__
 from ..gcpp_format import ModelSource, TensorSpec
 from . import config as cfgmod
 from ._defaults import DEFAULT_DTYPE, SOURCE
-from .safetensors_reader import SafetensorsFile
+from .safetensors_reader import SafetensorsError, SafetensorsFile
 from .tokenizer_meta import special_ids_from_sentencepiece
 
 # Prefixes under which the text model's tensors appear (Gemma 3 multimodal checkpoints nest it).
@@ -37,14 +37,24 @@ def _load_json(path: str) -> dict[str, Any] | None:
     with open(path, encoding="utf-8") as f:
         try:
             return json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+        except RecursionError:
+            raise CheckpointError(f"{path}: JSON nested too deeply") from None
 
 
 def _shards(src: str) -> list[str]:
     index = _load_json(os.path.join(src, "model.safetensors.index.json"))
     if index is not None:
-        files = sorted(set(index.get("weight_map", {}).values()))
+        wm = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(wm, dict) or not all(isinstance(f, str) for f in wm.values()):
+            raise CheckpointError(f"{src}/model.safetensors.index.json: 'weight_map' must map tensor names "
+                                  f"to shard file names")
+        files = sorted(set(wm.values()))
+        bad = [f for f in files if os.path.basename(f) != f or f in ("", ".", "..")]
+        if bad:  # shards live in the checkpoint directory: no paths elsewhere
+            raise CheckpointError(f"{src}/model.safetensors.index.json: shard names must be plain file names, "
+                                  f"got {bad[0]!r}")
         if not files:
             raise CheckpointError(f"{src}/model.safetensors.index.json: empty weight_map")
         missing = [f for f in files if not os.path.exists(os.path.join(src, f))]
@@ -123,7 +133,10 @@ def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = N
     # Locate every tensor we need across the shards.
     found: dict[str, tuple[SafetensorsFile, str]] = {}
     for shard in _shards(src):
-        st = SafetensorsFile(shard)
+        try:
+            st = SafetensorsFile(shard)
+        except SafetensorsError as e:
+            raise CheckpointError(str(e)) from None
         for hf_name in st.keys():
             if _IGNORED.match(hf_name) or hf_name == "lm_head.weight":
                 continue
@@ -146,7 +159,10 @@ def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = N
             arrays = []
             for pn in parts:
                 st, hf_name = part(pn)
-                arrays.append(np.asarray(st.get(hf_name), dtype=np.float32))
+                try:
+                    arrays.append(np.asarray(st.get(hf_name), dtype=np.float32))
+                except SafetensorsError as e:
+                    raise CheckpointError(str(e)) from None
             out = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
             if tuple(out.shape) != shape:
                 names = ", ".join(part(p)[1] for p in parts)
@@ -195,14 +211,21 @@ def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = N
     tok_bytes = read_tokenizer(src)
     gen_cfg = _load_json(os.path.join(src, "generation_config.json")) or {}
     tok_cfg = _load_json(os.path.join(src, "tokenizer_config.json")) or {}
-    special = special_ids_from_sentencepiece(tok_bytes)
+    if not isinstance(gen_cfg, dict) or not isinstance(tok_cfg, dict):
+        raise CheckpointError(f"{src}: generation_config.json and tokenizer_config.json must hold JSON objects")
+    try:
+        special = special_ids_from_sentencepiece(tok_bytes)
+    except RuntimeError as e:  # sentencepiece's parse error
+        raise CheckpointError(f"{src}/tokenizer.model: not a valid SentencePiece model "
+                              f"({str(e).strip()})") from None
     eos = set(special["eos"])
-    for source in (hf_cfg, hf_cfg.get("text_config") or {}, gen_cfg):
-        v = source.get("eos_token_id")
-        if isinstance(v, int):
-            eos.add(v)
-        elif isinstance(v, list):
-            eos.update(int(x) for x in v)
+    for where, source in (("config.json", hf_cfg), ("config.json", hf_cfg.get("text_config") or {}),
+                          ("generation_config.json", gen_cfg)):
+        v = source.get("eos_token_id") if isinstance(source, dict) else None
+        ids = [v] if isinstance(v, int) else v if isinstance(v, list) else []
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ids):
+            raise CheckpointError(f"{src}/{where}: eos_token_id must be a token id or a list of them, got {v!r}")
+        eos.update(ids)
     special["eos"] = sorted(eos)
     chat_template = tok_cfg.get("chat_template")
     if chat_template is None:
@@ -212,9 +235,12 @@ def read_hf(src: str, *, dtype: str = DEFAULT_DTYPE, embed_dtype: str | None = N
                 chat_template = f.read()
         else:
             cj = _load_json(os.path.join(src, "chat_template.json")) or {}
-            chat_template = cj.get("chat_template")
+            chat_template = cj.get("chat_template") if isinstance(cj, dict) else None
     if isinstance(chat_template, list):  # named templates: take the default one
-        chat_template = next((t["template"] for t in chat_template if t.get("name") == "default"), None)
+        chat_template = next((t.get("template") for t in chat_template
+                              if isinstance(t, dict) and t.get("name") == "default"), None)
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise CheckpointError(f"{src}: the chat template must be a string, got {type(chat_template).__name__}")
     return ModelSource(
         config=cfg,
         tokenizer_model=tok_bytes,

@@ -27,12 +27,14 @@ The normaliser is Gemma's: identity (no NFKC), no dummy prefix unless the file a
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _SPACE_MARK = "\u2581"
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")  # SentencePiece's own spelling: <0x%02X>
 
 
 class TokenizerError(ValueError):
@@ -49,8 +51,11 @@ def build_sentencepiece(tokens: Sequence[str], scores: Sequence[float] | np.ndar
     n = len(tokens)
     if n == 0:
         raise TokenizerError(f"{where}: tokenizer.ggml.tokens is empty")
-    scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
-    types = np.full(n, NORMAL, np.int32) if types is None else np.asarray(types, dtype=np.int32)
+    try:
+        scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
+        types = np.full(n, NORMAL, np.int32) if types is None else np.asarray(types, dtype=np.int32).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise TokenizerError(f"{where}: tokenizer.ggml.scores / token_type must be numeric arrays") from None
     if len(scores) != n or len(types) != n:
         raise TokenizerError(f"{where}: tokenizer.ggml.tokens has {n} entries but scores has {len(scores)} "
                              f"and token_type {len(types)}")
@@ -95,13 +100,18 @@ def build_sentencepiece(tokens: Sequence[str], scores: Sequence[float] | np.ndar
         elif t == BYTE:
             kind = P.BYTE
             has_bytes = True
-            if not (len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")):
-                raise TokenizerError(f"{where}: token {i} has type BYTE but is {piece!r}, not <0xNN>")
+            if not _BYTE_PIECE.fullmatch(piece):
+                raise TokenizerError(f"{where}: token {i} has type BYTE but is {piece!r}, not <0xNN> "
+                                     f"(two upper-case hex digits)")
             score = 0.0
         else:
             raise TokenizerError(f"{where}: token {i} ({piece!r}) has unknown token type {t}")
         if piece == "":
             raise TokenizerError(f"{where}: token {i} is an empty string")
+        try:
+            piece.encode("utf-8")
+        except UnicodeEncodeError:  # read with surrogateescape: SentencePiece holds UTF-8 only
+            raise TokenizerError(f"{where}: token {i} ({piece!r}) is not valid UTF-8") from None
         if piece in seen:
             raise TokenizerError(f"{where}: tokens {seen[piece]} and {i} are both {piece!r}; "
                                  f"a SentencePiece vocabulary needs unique pieces")
@@ -133,4 +143,12 @@ def build_sentencepiece(tokens: Sequence[str], scores: Sequence[float] | np.ndar
     ns.add_dummy_prefix = bool(add_dummy_prefix)
     ns.remove_extra_whitespaces = False
     ns.escape_whitespaces = True
-    return m.SerializeToString()
+    out = m.SerializeToString()
+    import sentencepiece as spm
+
+    try:  # what SentencePiece itself refuses is refused here, not when the converted model loads
+        spm.SentencePieceProcessor(model_proto=out)
+    except RuntimeError as e:
+        raise TokenizerError(f"{where}: the tokenizer arrays do not make a valid SentencePiece model "
+                             f"({str(e).strip()})") from None
+    return out

@@ -53,6 +53,16 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     list(APPEND GEMMA_CORE_SOURCES ${_kq_avx512})
     set_source_files_properties(${_kq_avx512} PROPERTIES COMPILE_OPTIONS
       "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
+    # AMX tiles (Sapphire Rapids and later) for int8/int4 prefill, where the compiler knows them.
+    include(CheckCXXCompilerFlag)
+    check_cxx_compiler_flag("-mamx-tile -mamx-int8" GEMMA_CXX_HAS_AMX)
+    if(GEMMA_CXX_HAS_AMX)
+      set(_amx ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_amx.cpp)
+      list(APPEND GEMMA_CORE_SOURCES ${_amx})
+      set_source_files_properties(${_amx} PROPERTIES COMPILE_OPTIONS
+        "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c;-mamx-tile;-mamx-int8;-Wno-maybe-uninitialized;-Wno-uninitialized")
+      list(APPEND GEMMA_ISA_DEFINES GEMMA_HAVE_AMX)
+    endif()
   endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")
   set(_neon ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/matmul_neon.cpp)

@@ -96,7 +96,9 @@ def test_rows16_layout_gives_the_same_bits(dtype):
     the scalar reference's bits of the Rows layout (the canonical arithmetic). Row counts that
     are not a multiple of 16 exercise the zero padding of the last group."""
     rng = np.random.default_rng(16)
-    for rows, cols, T in [(16, 32, 1), (37, 75, 1), (33, 300, 9), (130, 257, 17), (64, 640, 8), (200, 1001, 3)]:
+    # T >= 16 exercises the AMX tiles (16 tokens each) and their T % 16 tail, where the CPU has them.
+    for rows, cols, T in [(16, 32, 1), (37, 75, 1), (33, 300, 9), (130, 257, 17), (64, 640, 8), (200, 1001, 3),
+                          (16, 32, 16), (70, 520, 50), (48, 96, 35)]:
         w = rng.standard_normal((rows, cols)).astype(np.float32)
         x = rng.standard_normal((T, cols)).astype(np.float32)
         wb = _core.quantize(w, dtype, 1)

@@ -347,6 +347,7 @@ PYBIND11_MODULE(_core, m) {
         const int64_t T = x.shape(0);
         py::array_t<float> y({py::ssize_t(T), py::ssize_t(rows)});
         const Isa chosen = isa.empty() ? active_isa() : isa_from_name(isa);
+        require_available(chosen);
         const float* xp = x.data();
         float* yp = y.mutable_data();
         {

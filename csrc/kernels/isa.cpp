@@ -7,6 +7,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace gemma {
 
@@ -16,6 +20,7 @@ const char* isa_name(Isa isa) {
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Neon: return "neon";
+    case Isa::Amx: return "amx";
   }
   return "?";
 }
@@ -25,7 +30,8 @@ Isa isa_from_name(const std::string& name) {
   if (name == "avx2") return Isa::Avx2;
   if (name == "avx512") return Isa::Avx512;
   if (name == "neon") return Isa::Neon;
-  throw std::invalid_argument("unknown ISA '" + name + "' (choose scalar, avx2, avx512 or neon)");
+  if (name == "amx") return Isa::Amx;
+  throw std::invalid_argument("unknown ISA '" + name + "' (choose scalar, avx2, avx512, amx or neon)");
 }
 
 namespace {
@@ -56,6 +62,29 @@ bool os_saves_ymm_zmm(bool zmm) {
   bool vnni = c & (1u << 11);
   return f && dq && bw && vl && vnni && os_saves_ymm_zmm(true);
 }
+
+// AMX-TILE + AMX-INT8 in CPUID, the tile state enabled in XCR0, and (Linux) the process's
+// permission to use the tile data, which the kernel grants on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM; process-wide, asked once). Without the permission the first tile
+// instruction would kill the process with SIGILL, so no permission, no Amx.
+[[maybe_unused]] bool cpu_has_amx_int8() {
+  static const bool ok = [] {
+    if (!cpu_has_avx512_vnni()) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(d & (1u << 24)) || !(d & (1u << 25))) return false;  // AMX-TILE, AMX-INT8
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return false;  // XTILECFG | XTILEDATA
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
 #endif
 
 Isa best_available() {
@@ -75,23 +104,28 @@ std::vector<Isa> available_isas() {
 #if defined(GEMMA_HAVE_AVX512)
   if (cpu_has_avx512_vnni()) out.push_back(Isa::Avx512);
 #endif
+#if defined(GEMMA_HAVE_AMX)
+  if (cpu_has_amx_int8()) out.push_back(Isa::Amx);
+#endif
 #if defined(GEMMA_HAVE_NEON)
   out.push_back(Isa::Neon);  // dotprod is required by the aarch64 build (armv8.2-a+dotprod)
 #endif
   return out;
 }
 
-void set_active_isa(Isa isa) {
-  for (Isa a : available_isas()) {
-    if (a == isa) {
-      g_active.store(int(isa));
-      return;
-    }
-  }
+void require_available(Isa isa) {
+  const std::vector<Isa> all = available_isas();
+  for (Isa a : all)
+    if (a == isa) return;
   std::string have;
-  for (Isa a : available_isas()) have += std::string(have.empty() ? "" : ", ") + isa_name(a);
+  for (Isa a : all) have += std::string(have.empty() ? "" : ", ") + isa_name(a);
   throw std::invalid_argument(std::string("ISA '") + isa_name(isa) +
                               "' is not available on this CPU/build (available: " + have + ")");
+}
+
+void set_active_isa(Isa isa) {
+  require_available(isa);
+  g_active.store(int(isa));
 }
 
 Isa active_isa() {

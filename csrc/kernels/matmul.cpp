@@ -82,6 +82,9 @@ static MatmulRowsFn kernel_for(Isa isa) {
 #if defined(GEMMA_HAVE_NEON)
     case Isa::Neon: return neon::matmul_rows;
 #endif
+#if defined(GEMMA_HAVE_AMX)
+    case Isa::Amx: return amx::matmul_rows;
+#endif
     default: break;
   }
   throw std::invalid_argument(std::string("no matmul kernel compiled for ISA ") + isa_name(isa));
@@ -89,7 +92,7 @@ static MatmulRowsFn kernel_for(Isa isa) {
 
 // The native GGUF formats' kernels (matmul_kquant_*.cpp).
 static MatmulRowsFn kquant_kernel_for(Isa isa) {
-  switch (isa) {
+  switch (vector_isa(isa)) {
     case Isa::Scalar: return scalar::matmul_rows_kquant;
 #if defined(GEMMA_HAVE_AVX2)
     case Isa::Avx2: return avx2::matmul_rows_kquant;
@@ -138,7 +141,7 @@ void quantize_activations(const float* X, int64_t T, int64_t cols, int8_t* q, fl
 void quantize_activations_isa(Isa isa, const float* X, int64_t T, int64_t cols, int8_t* q, float* d,
                               int32_t* s) {
 #if defined(GEMMA_HAVE_AVX2)
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) return avx2::quantize_activations(X, T, cols, q, d, s);
+  if (isa == Isa::Avx2 || vector_isa(isa) == Isa::Avx512) return avx2::quantize_activations(X, T, cols, q, d, s);
 #endif
 #if defined(GEMMA_HAVE_NEON)
   if (isa == Isa::Neon) return neon::quantize_activations(X, T, cols, q, d, s);
@@ -151,7 +154,7 @@ void matmul_isa(Isa isa, const WeightView& W, const float* X, int64_t T, float* 
                 ThreadPool& pool) {
   // GGUF Q5_0 runs in the x86 lane = row kernels (signed levels, like int8); the other native
   // formats, and Q5_0 elsewhere, in matmul_kquant_*.
-  const bool lane_row_q5_0 = W.dtype == DType::Q5_0 && (isa == Isa::Avx2 || isa == Isa::Avx512);
+  const bool lane_row_q5_0 = W.dtype == DType::Q5_0 && (isa == Isa::Avx2 || vector_isa(isa) == Isa::Avx512);
   MatmulRowsFn fn = quant::is_native_gguf(W.dtype) && !lane_row_q5_0 ? kquant_kernel_for(isa) : kernel_for(isa);
   const int64_t rows = W.rows;
   // Quantised weights: quantise the activations once here, not per row chunk or per thread.

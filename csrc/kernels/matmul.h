@@ -85,6 +85,7 @@ inline bool is_quantized(DType t) {
 GEMMA_DECLARE_MATMUL_ROWS(scalar)
 GEMMA_DECLARE_MATMUL_ROWS(avx2)
 GEMMA_DECLARE_MATMUL_ROWS(avx512)
+GEMMA_DECLARE_MATMUL_ROWS(amx)  // AVX-512 + AMX tiles for int8/int4 prefill (matmul_amx.cpp)
 GEMMA_DECLARE_MATMUL_ROWS(neon)
 
 }  // namespace gemma

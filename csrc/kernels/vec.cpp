@@ -76,7 +76,7 @@ GEMMA_VEC_REFERENCE(int8_t)
 // AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
 static bool use_avx2(Isa isa) {
 #if defined(GEMMA_HAVE_AVX2)
-  return isa == Isa::Avx2 || isa == Isa::Avx512;
+  return isa == Isa::Avx2 || vector_isa(isa) == Isa::Avx512;
 #else
   (void)isa;
   return false;

@@ -26,7 +26,8 @@ def system_info() -> dict:
 
 
 def set_isa(name: str) -> None:
-    """Force the kernels' instruction set: 'scalar', 'avx2', 'avx512' or 'neon' (if available)."""
+    """Force the kernels' instruction set: 'scalar', 'avx2', 'avx512', 'amx' (AVX-512 with
+    AMX tiles for int8/int4 prefill) or 'neon' (if available)."""
     from . import _core
 
     _core.set_isa(name)

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) {
       seed = uint32_t(std::stoul(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: backend_ops [--isa scalar|avx2|avx512|neon] [--seed N]\n");
+      std::fprintf(stderr, "usage: backend_ops [--isa scalar|avx2|avx512|amx|neon] [--seed N]\n");
       return 2;
     }
   }

@@ -13,10 +13,8 @@
 namespace gemma {
 
 static std::optional<Isa> checked(std::optional<Isa> isa) {
-  if (!isa) return isa;
-  for (Isa a : available_isas())
-    if (a == *isa) return isa;
-  throw std::invalid_argument(std::string("ISA '") + isa_name(*isa) + "' is not available on this CPU/build");
+  if (isa) require_available(*isa);
+  return isa;
 }
 
 CpuBackend::CpuBackend(int n_threads, std::optional<Isa> isa)
@@ -28,6 +26,7 @@ const char* CpuBackend::name() const {
     case Isa::Avx2: return "cpu/avx2";
     case Isa::Avx512: return "cpu/avx512";
     case Isa::Neon: return "cpu/neon";
+    case Isa::Amx: return "cpu/amx";
   }
   return "cpu";
 }

@@ -290,15 +290,31 @@ def our_convert(src: Path, dtype: str, work: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- engines
-def llama_one(bins, model: Path, kind: str, n: int, threads: int, timeout: float) -> tuple[float, dict]:
+# llama-bench's default (--repack 1) puts Q4_0/Q8_0 weights in the CPU "extra" buffer types (the
+# 8-row repacking, or the AMX tiles where the CPU has them). Where a run with that default dies of
+# a signal (seen: SIGSEGV in every prompt run on an AMX Xeon, build 11434), llama_one() runs it
+# again with --repack 0 (its plain CPU buffers: the best configuration of it that runs there) and
+# the report says which runs needed it; runs that work with the default keep it.
+LLAMA_NOTES: list[str] = []
+
+
+def llama_one(bins, model: Path, kind: str, n: int, threads: int, timeout: float,
+              extra: tuple[str, ...] = ()) -> tuple[float, dict]:
     """One llama-bench repetition (after llama-bench's own warm-up run): tokens/s."""
     p, g = (n, 0) if kind == "pp" else (0, n)
     cmd = [str(bins["llama-bench"]), "-m", str(model), "-p", str(p), "-n", str(g), "-t", str(threads),
-           "-r", "1", "-o", "json"]
+           "-r", "1", "-o", "json", *extra]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV)
     except subprocess.TimeoutExpired:
         raise NA(f"llama-bench exceeded {timeout:.0f}s") from None
+    if r.returncode < 0 and not extra:
+        note = (f"llama-bench {model.name} {kind}{n} -t {threads} died of signal {-r.returncode} with its default "
+                f"--repack 1; that cell's llama.cpp runs use --repack 0.")
+        if note not in LLAMA_NOTES:
+            LLAMA_NOTES.append(note)
+            print(f"[llama.cpp] {note}", flush=True)
+        return llama_one(bins, model, kind, n, threads, timeout, ("--repack", "0"))
     if r.returncode != 0:
         raise NA(f"llama-bench failed (exit {r.returncode}): " + " | ".join(r.stderr.strip().splitlines()[-4:]))
     try:
@@ -459,7 +475,8 @@ def measure_rss(args, bins, jobs: list[dict]) -> list[dict]:
             try:
                 row["llama_rss_mb"] = _peak_rss_mb(
                     [str(bins["llama-bench"]), "-m", j["llama_path"], "-p", str(n_p), "-n", str(n_g), "-t",
-                     str(threads), "-r", "1"], CLEAN_ENV, args.budget_s)
+                     str(threads), "-r", "1"] + (["--repack", "0"] if LLAMA_NOTES else []), CLEAN_ENV,
+                    args.budget_s)
             except NA as e:
                 row["llama_rss_na"] = str(e)
         if j.get("ours_path") and not j.get("ours_na"):
@@ -794,6 +811,7 @@ def main(argv=None) -> int:
                      + (f" Only {args.layers} of 18 layers." if args.layers else ""))
     notes.append("KL divergence of the int4 models vs f32/bf16: not measured by this script yet "
                  "(needs llama-perplexity --kl-divergence-base and our GGUF import).")
+    notes += LLAMA_NOTES
     meta = {
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/vs_llamacpp.py " + " ".join(sys.argv[1:] if argv is None else argv),

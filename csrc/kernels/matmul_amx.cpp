@@ -66,9 +66,12 @@ inline void unpack_q4_group(const uint8_t* group, int64_t nb, int8_t* out) {
 }
 
 // acc[j] = fma(float(dots[j][:]), dw * dx[t0 + j, b], acc[j]): the canonical step for 16 tokens.
-inline void scale_block(const int32_t* dots, const uint8_t* scales, const QuantizedActs& xq, int64_t t0,
+// Inlined and unrolled so the 16 accumulators stay in registers (a loop over an array of them, or
+// a lambda capturing them, makes GCC keep them in memory: a load and a store per step).
+__attribute__((always_inline)) inline void scale_block(const int32_t* dots, const uint8_t* scales, const QuantizedActs& xq, int64_t t0,
                         int64_t b, __m512 acc[kTok]) {
   const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
+#pragma GCC unroll 16
   for (int j = 0; j < kTok; ++j) {
     const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xq.d[(t0 + j) * xq.nb + b]));
     acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + kRows * j)), scale, acc[j]);
@@ -86,6 +89,7 @@ void tile_group(const uint8_t* group, const int8_t* unpacked, const QuantizedAct
   // long finished when its dots are read back (a tile store does not forward to vector loads).
   alignas(64) int32_t dots[4][kTok * kRows];
   __m512 acc[kTok];
+#pragma GCC unroll 16
   for (int j = 0; j < kTok; ++j) acc[j] = _mm512_setzero_ps();
   // Block b's integer dots via tile c (A in tile ta, B in tb; _tile_* take literal numbers).
 #define GEMMA_AMX_PRODUCT(c, ta, tb, b)                                  \
@@ -96,18 +100,20 @@ void tile_group(const uint8_t* group, const int8_t* unpacked, const QuantizedAct
     _tile_dpbssd(c, ta, tb);                                            \
     _tile_stored(c, dots[(b) & 3], 64);                                 \
   } while (0)
-  const auto scale = [&](int64_t b) { scale_block(dots[b & 3], group + b * kStride, xq, t0, b, acc); };
+#define GEMMA_AMX_SCALE(b) scale_block(dots[(b) & 3], group + (b) * kStride, xq, t0, (b), acc)
   for (int64_t b = 0; b < nb; b += 2) {
     GEMMA_AMX_PRODUCT(0, 2, 4, b);
     if (b + 1 < nb) GEMMA_AMX_PRODUCT(1, 3, 5, b + 1);
     if (b >= 2) {
-      scale(b - 2);
-      scale(b - 1);
+      GEMMA_AMX_SCALE(b - 2);
+      GEMMA_AMX_SCALE(b - 1);
     }
   }
-  for (int64_t b = (nb - 1) / 2 * 2; b < nb; ++b) scale(b);  // the last one or two
+  for (int64_t b = (nb - 1) / 2 * 2; b < nb; ++b) GEMMA_AMX_SCALE(b);  // the last one or two
 #undef GEMMA_AMX_PRODUCT
+#undef GEMMA_AMX_SCALE
   const __mmask16 keep = n_rows >= kRows ? __mmask16(0xffff) : __mmask16((1u << n_rows) - 1);
+#pragma GCC unroll 16
   for (int j = 0; j < kTok; ++j) _mm512_mask_storeu_ps(Y + (t0 + j) * ldy + r, keep, acc[j]);
 }
 

@@ -53,6 +53,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     list(APPEND GEMMA_CORE_SOURCES ${_kq_avx512})
     set_source_files_properties(${_kq_avx512} PROPERTIES COMPILE_OPTIONS
       "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx2;-mfma;-mf16c")
+    set(_vec_avx512 ${CMAKE_CURRENT_LIST_DIR}/../csrc/kernels/vec_avx512.cpp)
+    list(APPEND GEMMA_CORE_SOURCES ${_vec_avx512})
+    set_source_files_properties(${_vec_avx512} PROPERTIES COMPILE_OPTIONS
+      "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized;-Wno-uninitialized")
     # AMX tiles (Sapphire Rapids and later) for int8/int4 prefill, where the compiler knows them.
     include(CheckCXXCompilerFlag)
     check_cxx_compiler_flag("-mamx-tile -mamx-int8" GEMMA_CXX_HAS_AMX)

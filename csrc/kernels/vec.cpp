@@ -73,7 +73,8 @@ GEMMA_VEC_REFERENCE(int8_t)
 #undef GEMMA_VEC_REFERENCE
 }  // namespace scalar
 
-// AVX-512 CPUs run the AVX2 versions: attention is a small share of the time next to matmuls.
+// AVX-512 CPUs run the AVX2 versions of these, except the multi-head dot products and weighted
+// sums over unscaled rows (attention's hot loops: vec_avx512.cpp, the same bits as AVX2).
 static bool use_avx2(Isa isa) {
 #if defined(GEMMA_HAVE_AVX2)
   return isa == Isa::Avx2 || vector_isa(isa) == Isa::Avx512;
@@ -105,6 +106,10 @@ template <typename E>
 void dot_rows_multi_isa(Isa isa, const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride,
                         const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
                         int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX512)
+  if (vector_isa(isa) == Isa::Avx512)
+    return avx512::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
+#endif
 #if defined(GEMMA_HAVE_AVX2)
   if (use_avx2(isa))
     return avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
@@ -118,6 +123,11 @@ template <typename E>
 void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
                                  const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
                                  int64_t out_stride) {
+#if defined(GEMMA_HAVE_AVX512)
+  if (vector_isa(isa) == Isa::Avx512)
+    return avx512::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,
+                                             out_stride);
+#endif
 #if defined(GEMMA_HAVE_AVX2)
   if (use_avx2(isa))
     return avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out,

@@ -90,5 +90,14 @@ void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);
 }  // namespace avx2
+namespace avx512 {  // unscaled rows in zmm, the AVX2 kernels' bits (vec_avx512.cpp); scaled rows: AVX2
+template <typename E>
+void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
+                      int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride);
+template <typename E>
+void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
+                               const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
+                               int64_t out_stride);
+}  // namespace avx512
 
 }  // namespace gemma::vec

@@ -334,6 +334,18 @@ static void check_multi_heads(std::mt19937& g, const std::vector<E>& K, int64_t 
         CHECK(std::memcmp(wone.data(), wgot.data() + h * (n + 3), size_t(n) * 4) == 0,
               "%s %s weighted_sum_rows_multi head %d of %d differs from one head", isa_name(isa), what, h, nq);
       }
+      // AVX-512 (and AMX, which runs it) computes the AVX2 kernels' bits, in zmm (vec_avx512.cpp)
+      if (vector_isa(isa) == Isa::Avx512) {
+        std::vector<float> got2(got.size(), 0.f), wgot2(wgot.size(), 0.25f);
+        vec::dot_rows_multi_isa(Isa::Avx2, Q.data(), n + 2, nq, K.data(), stride, scale, ss, nk, n, got2.data(), nk + 1);
+        vec::weighted_sum_rows_multi_isa(Isa::Avx2, P.data(), nk + 1, nq, K.data(), stride, scale, ss, nk, n,
+                                         wgot2.data(), n + 3);
+        CHECK(std::memcmp(got.data(), got2.data(), got.size() * 4) == 0,
+              "%s %s dot_rows_multi differs from AVX2 (nq=%d n=%ld nk=%ld)", isa_name(isa), what, nq, long(n), long(nk));
+        CHECK(std::memcmp(wgot.data(), wgot2.data(), wgot.size() * 4) == 0,
+              "%s %s weighted_sum_rows_multi differs from AVX2 (nq=%d n=%ld nk=%ld)", isa_name(isa), what, nq, long(n),
+              long(nk));
+      }
       // and one head equals the scalar reference to float rounding
       std::vector<float> ref(static_cast<size_t>(nk));
       vec::dot_rows_multi_isa(Isa::Scalar, Q.data(), 0, 1, K.data(), stride, scale, ss, nk, n, ref.data(), 0);
@@ -348,7 +360,7 @@ static void check_multi_heads(std::mt19937& g, const std::vector<E>& K, int64_t 
 
 static void test_vec_multi(std::mt19937& g) {
   std::uniform_int_distribution<int> lv(-127, 127);
-  for (int64_t n : {7, 24, 40, 256})
+  for (int64_t n : {7, 24, 40, 72, 100, 256})  // 16-chunks, 64-column sweeps, an 8-step, a scalar tail
     for (int64_t nk : {1, 5, 33}) {
       const int64_t stride = n + 3;
       auto Kf = randn(g, size_t(nk * stride));

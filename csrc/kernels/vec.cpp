@@ -179,6 +179,14 @@ void geglu_tanh(const float* gate, const float* up, int64_t n, float* out) {
   geglu_tanh_isa(active_isa(), gate, up, n, out);
 }
 
+void rms_norm_isa(Isa isa, const float* x, const float* one_plus_w, int64_t n, float eps, float* out) {
+#if defined(GEMMA_HAVE_AVX2)
+  if (use_avx2(isa)) return avx2::rms_norm(x, one_plus_w, n, eps, out);
+#endif
+  (void)isa;
+  ops::rms_norm(x, one_plus_w, n, eps, out);
+}
+
 void attention_softmax_isa(Isa isa, float* x, int64_t n, float scale, float softcap) {
 #if defined(GEMMA_HAVE_AVX2)
   if (use_avx2(isa)) return avx2::attention_softmax(x, n, scale, softcap);

@@ -52,6 +52,11 @@ void weighted_sum_rows_multi_isa(Isa isa, const float* P, int64_t p_stride, int 
 void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
 void geglu_tanh_isa(Isa isa, const float* gate, const float* up, int64_t n, float* out);
 
+// RMSNorm of one row, the bits of ops::rms_norm (the reference): eight partial double sums of
+// squares, element i into sum i mod 8 (products of floats are exact in double, so the vector
+// version adds the same numbers in the same order), then out = (x * inv) * (1 + w).
+void rms_norm_isa(Isa isa, const float* x, const float* one_plus_w, int64_t n, float eps, float* out);
+
 // Attention weights from raw scores: x = softmax(cap(x * scale)) where cap(s) = c tanh(s / c)
 // when softcap = c > 0 (Gemma 2), else the identity. The scalar reference is ops::soft_cap and
 // ops::softmax; SIMD versions use the polynomial exp (relative error ~1e-7) and sum in lanes.
@@ -86,6 +91,7 @@ void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E
                                int64_t out_stride);
 void geglu_tanh(const float* gate, const float* up, int64_t n, float* out);
 void attention_softmax(float* x, int64_t n, float scale, float softcap);
+void rms_norm(const float* x, const float* one_plus_w, int64_t n, float eps, float* out);
 void dot_rows(const float* q, const float* K, int64_t stride, int64_t nk, int64_t n, float* out);
 void weighted_sum_rows(const float* p, const float* V, int64_t stride, int64_t nk, int64_t n,
                        float* out);

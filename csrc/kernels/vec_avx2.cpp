@@ -154,6 +154,31 @@ static inline float to_float(uint16_t v) { return bf16_to_f32(v); }
 static inline float to_float(Half v) { return _cvtsh_ss(v.bits); }
 static inline float to_float(int8_t v) { return float(v); }
 
+// ops::rms_norm's arithmetic: part[j] (j < 8) sums x[i]^2 in double over i = j mod 8; a float's
+// square is exact in double, so a 4-lane fma adds exactly what the scalar loop adds, in order.
+void rms_norm(const float* x, const float* one_plus_w, int64_t n, float eps, float* out) {
+  __m256d p_lo = _mm256_setzero_pd(), p_hi = _mm256_setzero_pd();  // part[0..3], part[4..7]
+  int64_t i0 = 0;
+  for (; i0 + 8 <= n; i0 += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i0);
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    p_lo = _mm256_fmadd_pd(lo, lo, p_lo);
+    p_hi = _mm256_fmadd_pd(hi, hi, p_hi);
+  }
+  alignas(32) double part[8];
+  _mm256_store_pd(part, p_lo);
+  _mm256_store_pd(part + 4, p_hi);
+  for (int j = 0; i0 + j < n; ++j) part[j] += double(x[i0 + j]) * double(x[i0 + j]);
+  const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  const float mean = float(ss / double(n));
+  const float inv = 1.0f / std::sqrt(mean + eps);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv), _mm256_loadu_ps(one_plus_w + i)));
+  for (; i < n; ++i) out[i] = (x[i] * inv) * one_plus_w[i];
+}
+
 // ---- several heads against the same rows (per head the arithmetic of dot_rows /
 // weighted_sum_rows above, each row loaded once for all heads) ----
 static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }

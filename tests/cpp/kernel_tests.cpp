@@ -420,6 +420,23 @@ static void test_geglu(std::mt19937& g) {
   }
 }
 
+// RMSNorm: every ISA gives the reference's bits (ops::rms_norm), any length (the 8-wide loop,
+// the tail, a row shorter than 8), rows with large and tiny values.
+static void test_rms_norm(std::mt19937& g) {
+  for (int64_t n : {1, 5, 8, 13, 256, 640, 1003}) {
+    auto x = randn(g, size_t(n), 3.f), w = randn(g, size_t(n));
+    x[0] = 1e4f;
+    if (n > 2) x[2] = 1e-6f;
+    std::vector<float> ref(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+    ops::rms_norm(x.data(), w.data(), n, 1e-6f, ref.data());
+    for (Isa isa : available_isas()) {
+      vec::rms_norm_isa(isa, x.data(), w.data(), n, 1e-6f, got.data());
+      CHECK(std::memcmp(got.data(), ref.data(), size_t(n) * 4) == 0, "%s rms_norm n=%ld differs from the reference",
+            isa_name(isa), long(n));
+    }
+  }
+}
+
 // Native GGUF formats (q4_1, q5_0, q5_1, q4_k, q5_k, q6_k): random blocks (every quant bit pattern, sane f16
 // scales). Every ISA against the scalar reference (same integers; float additions reordered), the
 // scalar reference against a double product of the dequantised weights (activation-rounding
@@ -495,6 +512,7 @@ int main() {
   test_vec_multi(g);
   test_quantize_activations(g);
   test_geglu(g);
+  test_rms_norm(g);
   test_roundtrip(DType::Q8, g);
   test_roundtrip(DType::Q4, g);
   const Case cases[] = {{1, 32, 1}, {1, 7, 1}, {5, 33, 1}, {37, 75, 1}, {67, 300, 3}, {130, 257, 17},

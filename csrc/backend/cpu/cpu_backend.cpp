@@ -55,7 +55,7 @@ void CpuBackend::rms_norm(const float* x, int64_t ldx, float* out, int64_t ldo, 
                           const float* one_plus_w, float eps) {
   for (int t = 0; t < n; ++t)
     for (int h = 0; h < heads; ++h)
-      ops::rms_norm(x + t * ldx + int64_t(h) * dim, one_plus_w, dim, eps, out + t * ldo + int64_t(h) * dim);
+      vec::rms_norm_isa(isa(), x + t * ldx + int64_t(h) * dim, one_plus_w, dim, eps, out + t * ldo + int64_t(h) * dim);
 }
 
 void CpuBackend::rope_table(const float* inv_freq, int half, int pos0, int n, float* cs, int64_t ldcs) {

@@ -36,6 +36,14 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
   if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(e));
   data_ = static_cast<const uint8_t*>(p);
+#if defined(MADV_HUGEPAGE)
+  // Decode reads every weight once per token, so TLB misses cost bandwidth. With MADV_HUGEPAGE the
+  // kernel reads the file into 2 MiB page-cache folios and maps them with one entry each (where the
+  // filesystem has large folios: ext4, xfs on Linux 6.x; elsewhere this is a no-op and errors are
+  // ignored). Measured on the real 270M (Intel Xeon VM, 1 thread, file read fresh): int4 decode
+  // 71-75 -> 81-83 tok/s, int8 42.4 -> 46.6, bf16 18.4 -> 19.5.
+  (void)::madvise(p, size_, MADV_HUGEPAGE);
+#endif
 }
 
 MappedFile::~MappedFile() {

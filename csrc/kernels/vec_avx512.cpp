@@ -149,48 +149,48 @@ void weighted_heads(const float* P, int64_t p_stride, const E* V, int64_t stride
     }
 }
 
+// run(M, h0) for the heads in groups of up to 4 (one tile's worth), M a compile-time constant.
+template <typename Run>
+void by_head_groups(int nq, Run run) {
+  for (int h0 = 0; h0 < nq; h0 += 4) {
+    switch (std::min(4, nq - h0)) {
+      case 4: run(std::integral_constant<int, 4>(), h0); break;
+      case 3: run(std::integral_constant<int, 3>(), h0); break;
+      case 2: run(std::integral_constant<int, 2>(), h0); break;
+      default: run(std::integral_constant<int, 1>(), h0); break;
+    }
+  }
+}
+
 }  // namespace
 
+// Rows with block scales (an int8 cache, always scaled) take the AVX2 kernels.
 template <typename E>
 void dot_rows_multi_t(const float* Q, int64_t q_stride, int nq, const E* K, int64_t stride, const float* scale,
                       int64_t scale_stride, int64_t nk, int64_t n, float* out, int64_t out_stride) {
-  if constexpr (std::is_same_v<E, int8_t>) {  // int8 rows always carry block scales
-    return avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
-  } else {
-  if (scale) return avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
-  for (int h0 = 0; h0 < nq; h0 += 4) {
-    const float* q = Q + h0 * q_stride;
-    float* o = out + h0 * out_stride;
-    switch (std::min(4, nq - h0)) {
-      case 4: dot_heads<4>(q, q_stride, K, stride, nk, n, o, out_stride); break;
-      case 3: dot_heads<3>(q, q_stride, K, stride, nk, n, o, out_stride); break;
-      case 2: dot_heads<2>(q, q_stride, K, stride, nk, n, o, out_stride); break;
-      default: dot_heads<1>(q, q_stride, K, stride, nk, n, o, out_stride); break;
+  if constexpr (!std::is_same_v<E, int8_t>) {
+    if (!scale) {
+      return by_head_groups(nq, [&](auto m, int h0) {
+        dot_heads<decltype(m)::value>(Q + h0 * q_stride, q_stride, K, stride, nk, n, out + h0 * out_stride, out_stride);
+      });
     }
   }
-  }
+  avx2::dot_rows_multi_t(Q, q_stride, nq, K, stride, scale, scale_stride, nk, n, out, out_stride);
 }
 
 template <typename E>
 void weighted_sum_rows_multi_t(const float* P, int64_t p_stride, int nq, const E* V, int64_t stride,
                                const float* scale, int64_t scale_stride, int64_t nk, int64_t n, float* out,
                                int64_t out_stride) {
-  if constexpr (std::is_same_v<E, int8_t>) {
-    return avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out, out_stride);
-  } else {
-  if (scale)
-    return avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out, out_stride);
-  for (int h0 = 0; h0 < nq; h0 += 4) {
-    const float* p = P + h0 * p_stride;
-    float* o = out + h0 * out_stride;
-    switch (std::min(4, nq - h0)) {
-      case 4: weighted_heads<4>(p, p_stride, V, stride, nk, n, o, out_stride); break;
-      case 3: weighted_heads<3>(p, p_stride, V, stride, nk, n, o, out_stride); break;
-      case 2: weighted_heads<2>(p, p_stride, V, stride, nk, n, o, out_stride); break;
-      default: weighted_heads<1>(p, p_stride, V, stride, nk, n, o, out_stride); break;
+  if constexpr (!std::is_same_v<E, int8_t>) {
+    if (!scale) {
+      return by_head_groups(nq, [&](auto m, int h0) {
+        weighted_heads<decltype(m)::value>(P + h0 * p_stride, p_stride, V, stride, nk, n, out + h0 * out_stride,
+                                           out_stride);
+      });
     }
   }
-  }
+  avx2::weighted_sum_rows_multi_t(P, p_stride, nq, V, stride, scale, scale_stride, nk, n, out, out_stride);
 }
 
 #define GEMMA_VEC_MULTI(E)                                                                                  \

@@ -3,6 +3,9 @@
 
 set(GEMMA_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/device.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/make_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/memory.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/cpu_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/backend/cpu/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/../csrc/io/mapped_file.cpp

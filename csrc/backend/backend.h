@@ -6,8 +6,16 @@
 // the next), so the forward pass (model/forward.cpp) can hand it slices of its fused buffers
 // (q, k, v inside qkv; gate, up inside gate_up) without copies.
 //
-// CpuBackend (backend/cpu/) implements it with the SIMD kernels and the thread pool; a CUDA
-// backend plugs in here. tests/cpp/backend_ops.cpp holds any Backend to the scalar reference,
+// Memory: activations (Workspace), the rope table and the KV cache live in the backend's
+// memory() (backend/memory.h): host memory for CpuBackend, device memory for CudaBackend
+// (csrc/cuda/), so every float* below that points at activations is in that space. Three kinds
+// of argument are always host memory: token ids (embed), rope frequencies (rope_table), and the
+// weights and norm gains of the Model (WeightView::data, one_plus_w), which a device backend maps
+// to the copies it uploaded once. Only the forward pass's final logits cross back to the host
+// (MemorySpace::to_host; on the CPU no copy at all).
+//
+// CpuBackend (backend/cpu/) implements it with the SIMD kernels and the thread pool; CudaBackend
+// (csrc/cuda/, built with GEMMA_CUDA=ON) with CUDA kernels; make_backend picks the Model's. tests/cpp/backend_ops.cpp holds any Backend to the scalar reference,
 // op by op (random shapes, every weight dtype, every KV dtype; tolerances stated there).
 //
 // Determinism (DESIGN.md): an output row of a token may depend only on that token's inputs (and,
@@ -15,11 +23,13 @@
 #pragma once
 #include <cstdint>
 
+#include "backend/memory.h"
 #include "kernels/matmul.h"
 
 namespace gemma {
 
 class KVCache;
+enum class KvDType : uint8_t;
 struct SlicedWeight;
 
 // One attention layer's geometry and scalars.
@@ -39,6 +49,12 @@ class Backend {
   virtual const char* name() const = 0;  // e.g. "cpu/avx512"
   virtual int n_threads() const = 0;
   virtual void set_n_threads(int n) = 0;  // a failure leaves the backend as it was
+
+  // Where this backend's activations and KV cache live (see above).
+  virtual MemorySpace& memory() { return host_memory(); }
+  // Throws std::invalid_argument naming the supported types when this backend cannot run
+  // attention over a cache of type t (checked when a Session is made).
+  virtual void check_kv_dtype(KvDType t) const { (void)t; }
 
   // x[t] = table[tokens[t]] * scale   (row t at x + t * ldx; table.cols floats each)
   virtual void embed(const WeightView& table, const int32_t* tokens, int n, float scale, float* x,

@@ -120,6 +120,7 @@ py::array_t<float> copy_logits(const std::vector<float>& v) {
 }  // namespace
 
 void bind_batch(py::module_& m, void (*check_signals)());  // bindings/batch.cpp
+void bind_device(py::module_& m);  // bindings/device.cpp: ISAs, devices, DeviceError
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gemma_cpp C++ core: Gemma forward pass, KV cache, kernels and samplers";
@@ -156,7 +157,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("frequency_penalty") = 0.f);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "ModelCore")
-      .def(py::init([](const std::string& path, py::dict config, py::list tensors, uint64_t data_start) {
+      .def(py::init([](const std::string& path, py::dict config, py::list tensors, uint64_t data_start,
+                       const std::string& device) {
              ModelConfig c = config_from_dict(config);
              std::vector<TensorEntry> entries;
              for (auto item : tensors) {
@@ -171,9 +173,10 @@ PYBIND11_MODULE(_core, m) {
                entries.push_back(std::move(e));
              }
              py::gil_scoped_release nogil;
-             return std::make_shared<Model>(path, c, entries, data_start);
+             return std::make_shared<Model>(path, c, entries, data_start, parse_device(device));
            }),
-           py::arg("path"), py::arg("config"), py::arg("tensors"), py::arg("data_start") = 0)
+           py::arg("path"), py::arg("config"), py::arg("tensors"), py::arg("data_start") = 0, py::arg("device") = "cpu")
+      .def_property_readonly("device", [](const Model& m) { return device_name(m.device()); })
       .def_property_readonly("weight_bytes", &Model::weight_bytes)
       .def_property_readonly("embed_dtype", [](const Model& m) { return dtype_name(m.embed().dtype); });
 
@@ -361,14 +364,8 @@ PYBIND11_MODULE(_core, m) {
       "Y = X W^T with W stored in `dtype` (for tests and benchmarks of the kernels).");
 
   bind_batch(m, check_signals);
+  bind_device(m);
 
-  m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
-  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
-  m.def("available_isas", [] {
-    std::vector<std::string> out;
-    for (Isa i : available_isas()) out.push_back(isa_name(i));
-    return out;
-  });
   m.def("default_threads", &default_threads);
   m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
   py::dict limits;

@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/make_backend.h"
 
 namespace gemma {
 
@@ -15,9 +15,9 @@ static int checked_max_tokens(int n) {
 
 BatchForward::BatchForward(std::shared_ptr<const Model> model, int max_tokens, int n_threads)
     : model_(std::move(model)),
-      backend_(new CpuBackend(n_threads)),
+      backend_(make_backend(model_, n_threads)),
       fwd_(model_->config()),
-      ws_(model_->config(), checked_max_tokens(max_tokens)) {}
+      ws_(model_->config(), checked_max_tokens(max_tokens), backend_->memory()) {}
 
 void BatchForward::forward(Session* const* sessions, const int32_t* tokens, const int* counts, int n,
                            float* logits_out, bool all_positions, const std::function<void()>& check) {

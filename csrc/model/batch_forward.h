@@ -22,8 +22,8 @@ namespace gemma {
 
 class BatchForward {
  public:
-  // max_tokens: the most tokens one call runs (all sequences together). The CPU backend on
-  // n_threads threads.
+  // max_tokens: the most tokens one call runs (all sequences together). The backend of the
+  // model's device (on the CPU, n_threads threads).
   BatchForward(std::shared_ptr<const Model> model, int max_tokens, int n_threads);
 
   int max_tokens() const { return ws_.chunk; }

@@ -16,6 +16,7 @@
 // (forward.h): this file says what is computed and in which order, the backend how.
 #include "model/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -62,14 +63,21 @@ void ForwardPass::run(const Model& model, Backend& be, Workspace& ws, const int3
 // the position (in its sequence) and channel, so a broken model file can be pinned to a layer.
 void ForwardPass::check_activations(const Workspace& ws, int d, int rows, const SeqRows* seqs, int n_seqs,
                                     const char* step, int layer) {
-  const int64_t bad = first_non_finite(ws.x.data(), int64_t(rows) * d);
+  std::vector<float> host;  // a device backend's residual stream, copied out (debug mode only)
+  const float* x = ws.x.data();
+  if (!ws.x.memory().is_host()) {
+    host.resize(size_t(rows) * size_t(d));
+    ws.x.memory().to_host(host.data(), x, host.size() * sizeof(float));
+    x = host.data();
+  }
+  const int64_t bad = first_non_finite(x, int64_t(rows) * d);
   if (bad < 0) return;
   const int row = int(bad / d);
   int pos = row;
   for (int s = 0; s < n_seqs; ++s)
     if (row >= seqs[s].row0 && row < seqs[s].row0 + seqs[s].n) pos = seqs[s].pos0 + (row - seqs[s].row0);
   const std::string where = layer < 0 ? step : "layer " + std::to_string(layer) + "'s " + step;
-  throw std::runtime_error("non-finite activations (" + std::string(std::isnan(ws.x[size_t(bad)]) ? "NaN" : "Inf") +
+  throw std::runtime_error("non-finite activations (" + std::string(std::isnan(x[bad]) ? "NaN" : "Inf") +
                            ") first after " + where + ", at position " + std::to_string(pos) + ", channel " +
                            std::to_string(bad % d) +
                            " (GEMMA_CPP_CHECK_LAYERS): that layer's weights or scales in the model file hold "
@@ -149,6 +157,8 @@ void ForwardPass::add_residual(const Model& model, Backend& be, Workspace& ws, i
 }
 
 // logits = SoftCap( Norm(x) . embed^T ), for the rows asked for (all of them, or a list).
+// A backend in host memory writes them straight into logits_out; a device backend computes them
+// ws.logit_rows rows at a time in its own memory and copies each group out.
 void ForwardPass::final_logits(const Model& model, Backend& be, Workspace& ws, int rows, const int* logit_rows,
                                int n_logits, float* logits_out) const {
   const ModelConfig& c = model.config();
@@ -160,8 +170,18 @@ void ForwardPass::final_logits(const Model& model, Backend& be, Workspace& ws, i
     for (int i = 0; i < n_logits; ++i)
       be.rms_norm(ws.x.data() + size_t(logit_rows[i]) * d, d, ws.xn.data() + size_t(i) * d, d, 1, 1, d, w, c.rms_eps);
   }
-  be.matmul(model.embed(), ws.xn.data(), n_logits, logits_out, c.vocab_size);
-  if (c.final_softcap > 0) be.soft_cap(logits_out, int64_t(n_logits) * c.vocab_size, c.final_softcap);
+  const int64_t V = c.vocab_size;
+  if (ws.logits.empty()) {
+    be.matmul(model.embed(), ws.xn.data(), n_logits, logits_out, V);
+    if (c.final_softcap > 0) be.soft_cap(logits_out, n_logits * V, c.final_softcap);
+    return;
+  }
+  for (int i0 = 0; i0 < n_logits; i0 += ws.logit_rows) {
+    const int m = std::min(ws.logit_rows, n_logits - i0);
+    be.matmul(model.embed(), ws.xn.data() + size_t(i0) * d, m, ws.logits.data(), V);
+    if (c.final_softcap > 0) be.soft_cap(ws.logits.data(), m * V, c.final_softcap);
+    be.memory().to_host(logits_out + size_t(i0) * size_t(V), ws.logits.data(), size_t(m) * size_t(V) * sizeof(float));
+  }
 }
 
 }  // namespace gemma

@@ -28,25 +28,40 @@ KvDType kv_dtype_from_name(const std::string& n) {
   throw std::invalid_argument("unknown KV cache dtype '" + n + "' (expected f32, f16, bf16 or int8)");
 }
 
-KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype)
-    : dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
+KVCache::KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype, MemorySpace& mem)
+    : mem_(&mem),
+      dtype_(dtype), kv_dim_(c.kv_dim()), head_dim_(c.head_dim), n_kv_heads_(c.n_kv_heads), max_seq_(max_seq),
       elem_bytes_(dtype == KvDType::F32 ? 4 : dtype == KvDType::Q8 ? 1 : 2),
       scales_per_pos_(dtype == KvDType::Q8 ? c.n_kv_heads * ((c.head_dim + vec::kKvBlock - 1) / vec::kKvBlock) : 0) {
   const size_t L = size_t(c.n_layers);
   cap_.resize(L);
   sliding_ = c.layer_sliding;
-  k_.resize(L);
-  v_.resize(L);
-  ks_.resize(L);
-  vs_.resize(L);
+  for (size_t l = 0; l < L; ++l) cap_[l] = sliding_[l] ? std::min(max_seq, ring) : max_seq;
+  allocate_rings();
+}
+
+KVCache::KVCache(const KVCache& o, MemorySpace& mem)
+    : mem_(&mem), dtype_(o.dtype_), kv_dim_(o.kv_dim_), head_dim_(o.head_dim_), n_kv_heads_(o.n_kv_heads_),
+      max_seq_(o.max_seq_), elem_bytes_(o.elem_bytes_), scales_per_pos_(o.scales_per_pos_), cap_(o.cap_),
+      sliding_(o.sliding_) {
+  allocate_rings();
+}
+
+// Every layer's (empty) arrays in this cache's memory; sliding layers' rings at full size
+// (global layers grow with the sequence: reserve).
+void KVCache::allocate_rings() {
+  const size_t L = cap_.size();
   for (size_t l = 0; l < L; ++l) {
-    cap_[l] = sliding_[l] ? std::min(max_seq, ring) : max_seq;
-    if (!sliding_[l]) continue;  // global layers grow with the sequence (reserve)
-    k_[l].assign(size_t(cap_[l]) * size_t(kv_dim_) * size_t(elem_bytes_), 0);
-    v_[l].assign(k_[l].size(), 0);
+    k_.emplace_back(*mem_);
+    v_.emplace_back(*mem_);
+    ks_.emplace_back(*mem_);
+    vs_.emplace_back(*mem_);
+    if (!sliding_[l]) continue;
+    k_[l].resize(size_t(cap_[l]) * size_t(kv_dim_) * size_t(elem_bytes_));
+    v_[l].resize(k_[l].size());
     if (dtype_ == KvDType::Q8) {
-      ks_[l].assign(size_t(cap_[l]) * size_t(scales_per_pos_), 0.f);
-      vs_[l].assign(ks_[l].size(), 0.f);
+      ks_[l].resize(size_t(cap_[l]) * size_t(scales_per_pos_));
+      vs_[l].resize(ks_[l].size());
     }
   }
 }
@@ -115,18 +130,18 @@ void KVCache::store(int layer, int slot, const float* k, const float* v) {
   const size_t l = size_t(layer), at = size_t(slot) * size_t(kv_dim_);
   switch (dtype_) {
     case KvDType::F32:
-      std::memcpy(&k_[l][at * 4], k, size_t(kv_dim_) * 4);
-      std::memcpy(&v_[l][at * 4], v, size_t(kv_dim_) * 4);
+      std::memcpy(k_[l].data() + at * 4, k, size_t(kv_dim_) * 4);
+      std::memcpy(v_[l].data() + at * 4, v, size_t(kv_dim_) * 4);
       break;
     case KvDType::BF16: {
-      auto* kd = reinterpret_cast<uint16_t*>(&k_[l][at * 2]);
-      auto* vd = reinterpret_cast<uint16_t*>(&v_[l][at * 2]);
+      auto* kd = reinterpret_cast<uint16_t*>(k_[l].data() + at * 2);
+      auto* vd = reinterpret_cast<uint16_t*>(v_[l].data() + at * 2);
       for (int i = 0; i < kv_dim_; ++i) kd[i] = f32_to_bf16(k[i]), vd[i] = f32_to_bf16(v[i]);
       break;
     }
     case KvDType::F16: {
-      auto* kd = reinterpret_cast<uint16_t*>(&k_[l][at * 2]);
-      auto* vd = reinterpret_cast<uint16_t*>(&v_[l][at * 2]);
+      auto* kd = reinterpret_cast<uint16_t*>(k_[l].data() + at * 2);
+      auto* vd = reinterpret_cast<uint16_t*>(v_[l].data() + at * 2);
       const auto half = [](float x) { return f32_to_f16(std::max(-65504.f, std::min(65504.f, x))); };
       for (int i = 0; i < kv_dim_; ++i) kd[i] = half(k[i]), vd[i] = half(v[i]);
       break;
@@ -135,20 +150,20 @@ void KVCache::store(int layer, int slot, const float* k, const float* v) {
       for (int g = 0; g < n_kv_heads_; ++g) {
         const size_t h = size_t(g) * size_t(head_dim_);
         const size_t s = size_t(slot) * size_t(scales_per_pos_) + size_t(g) * size_t(scales_per_pos_ / n_kv_heads_);
-        quantize_head(k + h, head_dim_, true, reinterpret_cast<int8_t*>(&k_[l][at + h]), &ks_[l][s]);
-        quantize_head(v + h, head_dim_, false, reinterpret_cast<int8_t*>(&v_[l][at + h]), &vs_[l][s]);
+        quantize_head(k + h, head_dim_, true, reinterpret_cast<int8_t*>(k_[l].data() + at + h), ks_[l].data() + s);
+        quantize_head(v + h, head_dim_, false, reinterpret_cast<int8_t*>(v_[l].data() + at + h), vs_[l].data() + s);
       }
       break;
   }
 }
 
-const uint8_t* KVCache::row(const std::vector<uint8_t>& m, int slot, int g) const {
+const uint8_t* KVCache::row(const Array<uint8_t>& m, int slot, int g) const {
   return m.data() + (size_t(slot) * size_t(kv_dim_) + size_t(g) * size_t(head_dim_)) * size_t(elem_bytes_);
 }
 
-const float* KVCache::scale(const std::vector<std::vector<float>>& s, int layer, int slot, int g) const {
-  return dtype_ == KvDType::Q8 ? &s[size_t(layer)][size_t(slot) * size_t(scales_per_pos_) +
-                                                  size_t(g) * size_t(scales_per_pos_ / n_kv_heads_)]
+const float* KVCache::scale(const std::vector<Array<float>>& s, int layer, int slot, int g) const {
+  return dtype_ == KvDType::Q8 ? s[size_t(layer)].data() + size_t(slot) * size_t(scales_per_pos_) +
+                                     size_t(g) * size_t(scales_per_pos_ / n_kv_heads_)
                                : nullptr;
 }
 
@@ -163,15 +178,18 @@ KVCache::Rows KVCache::values(int layer, int g, int slot) const {
 void KVCache::copy_prefix(const KVCache& o, int n) {
   if (o.dtype_ != dtype_ || o.cap_ != cap_ || o.kv_dim_ != kv_dim_ || o.max_seq_ != max_seq_ || n < 0 || n > max_seq_)
     throw std::invalid_argument("KVCache::copy_prefix: the caches differ in shape or type");
+  if (o.mem_ != mem_) throw std::invalid_argument("KVCache::copy_prefix: the caches live on different devices");
   reserve(n);
   const size_t row = size_t(kv_dim_) * size_t(elem_bytes_), srow = size_t(scales_per_pos_);
   for (size_t l = 0; l < cap_.size(); ++l) {
     // A ring's slots hold positions modulo its capacity: copy all of it.
     const size_t rows = sliding_[l] ? size_t(cap_[l]) : size_t(n);
-    std::copy_n(o.k_[l].begin(), rows * row, k_[l].begin());
-    std::copy_n(o.v_[l].begin(), rows * row, v_[l].begin());
-    std::copy_n(o.ks_[l].begin(), rows * srow, ks_[l].begin());
-    std::copy_n(o.vs_[l].begin(), rows * srow, vs_[l].begin());
+    mem_->copy(k_[l].data(), o.k_[l].data(), rows * row);
+    mem_->copy(v_[l].data(), o.v_[l].data(), rows * row);
+    if (srow) {
+      mem_->copy(ks_[l].data(), o.ks_[l].data(), rows * srow * sizeof(float));
+      mem_->copy(vs_[l].data(), o.vs_[l].data(), rows * srow * sizeof(float));
+    }
   }
 }
 

@@ -16,11 +16,14 @@
 // A value is stored once, when its token is evaluated, the same way whatever the chunking, so
 // the determinism rule holds for every type. Sliding-window layers keep a ring of `window +
 // chunk` positions (slot = pos % capacity); global layers grow with the sequence, never per token.
+// The storage lives in the backend's memory (backend/memory.h): host for the CPU backend, device
+// memory for CUDA, whose own store_kv and attention write and read it (store() is host-only).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "backend/memory.h"
 #include "model/config.h"
 
 namespace gemma {
@@ -33,7 +36,12 @@ KvDType kv_dtype_from_name(const std::string& name);  // throws std::invalid_arg
 class KVCache {
  public:
   // max_seq: positions a global layer may hold; ring: capacity of sliding layers.
-  KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype);
+  KVCache(const ModelConfig& c, int max_seq, int ring, KvDType dtype, MemorySpace& mem = host_memory());
+  // An empty cache of the same shape and type as `shape`, in `mem` (tests mirror a host cache on a device).
+  KVCache(const KVCache& shape, MemorySpace& mem);
+
+  MemorySpace& memory() const { return *mem_; }
+  int kv_dim() const { return kv_dim_; }
 
   KvDType dtype() const { return dtype_; }
   int capacity(int layer) const { return cap_[size_t(layer)]; }
@@ -42,7 +50,7 @@ class KVCache {
   // Global layers hold at least n positions afterwards (grown x1.5, at least 256 at a time).
   void reserve(int n);
 
-  // Stores one token's k and v (kv_dim floats each) at `slot` of `layer`.
+  // Stores one token's k and v (kv_dim floats each) at `slot` of `layer` (host memory only: CpuBackend).
   void store(int layer, int slot, const float* k, const float* v);
 
   // Brings n_heads query heads (q, head_dim floats each) into the basis keys are stored in:
@@ -72,16 +80,18 @@ class KVCache {
   int64_t bytes_per_position() const;
 
  private:
-  const uint8_t* row(const std::vector<uint8_t>& m, int slot, int g) const;
-  const float* scale(const std::vector<std::vector<float>>& s, int layer, int slot, int g) const;
+  const uint8_t* row(const Array<uint8_t>& m, int slot, int g) const;
+  const float* scale(const std::vector<Array<float>>& s, int layer, int slot, int g) const;
+  void allocate_rings();
 
+  MemorySpace* mem_;
   KvDType dtype_;
   int kv_dim_, head_dim_, n_kv_heads_, max_seq_, elem_bytes_;
   int scales_per_pos_;  // int8: n_kv_heads * blocks per head (0 for the other types)
   std::vector<int> cap_;
   std::vector<uint8_t> sliding_;
-  std::vector<std::vector<uint8_t>> k_, v_;    // [capacity][kv_dim] elements per layer
-  std::vector<std::vector<float>> ks_, vs_;    // int8: [capacity][n_kv_heads][blocks] scales per layer
+  std::vector<Array<uint8_t>> k_, v_;    // [capacity][kv_dim] elements per layer
+  std::vector<Array<float>> ks_, vs_;    // int8: [capacity][n_kv_heads][blocks] scales per layer
 };
 
 }  // namespace gemma

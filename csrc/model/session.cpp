@@ -7,11 +7,17 @@
 #include <stdexcept>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/make_backend.h"
 
 namespace gemma {
 
 static int prefill_chunk(int max_seq) { return std::min(256, max_seq); }
+
+static Backend* checked(Backend* be, KvDType kv_dtype) {
+  if (!be) throw std::invalid_argument("Session: no backend");
+  be->check_kv_dtype(kv_dtype);
+  return be;
+}
 
 static int checked_max_seq(const ModelConfig& c, int max_seq_len) {
   if (max_seq_len <= 0)
@@ -23,7 +29,7 @@ static int checked_max_seq(const ModelConfig& c, int max_seq_len) {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype)
-    : Session(std::move(model), max_seq_len, std::unique_ptr<Backend>(new CpuBackend(n_threads)), kv_dtype) {}
+    : Session(model, max_seq_len, make_backend(model, n_threads), kv_dtype) {}
 
 Session::Session(std::shared_ptr<const Model> model, int max_seq_len, std::unique_ptr<Backend> backend,
                  KvDType kv_dtype)
@@ -31,11 +37,10 @@ Session::Session(std::shared_ptr<const Model> model, int max_seq_len, std::uniqu
       max_seq_(checked_max_seq(model_->config(), max_seq_len)),
       backend_(std::move(backend)),
       chunk_(prefill_chunk(max_seq_)),
-      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype),
+      kv_(model_->config(), max_seq_, model_->config().sliding_window + chunk_, kv_dtype,
+          checked(backend_.get(), kv_dtype)->memory()),
       fwd_(model_->config()),
-      ws_(model_->config(), chunk_) {
-  if (!backend_) throw std::invalid_argument("Session: no backend");
-}
+      ws_(model_->config(), chunk_, backend_->memory()) {}
 
 bool Session::can_truncate(int n) const {
   if (n < 0 || n > n_past()) return false;

@@ -18,7 +18,8 @@ namespace gemma {
 class Session {
  public:
   // max_seq_len: positions this session may hold (<= the model's max_position).
-  // The CPU backend on n_threads threads (kernels of the active ISA).
+  // The backend of the model's device (backend/make_backend.h): on the CPU, n_threads threads
+  // (kernels of the active ISA).
   Session(std::shared_ptr<const Model> model, int max_seq_len, int n_threads, KvDType kv_dtype = KvDType::F32);
   Session(std::shared_ptr<const Model> model, int max_seq_len, std::unique_ptr<Backend> backend,
           KvDType kv_dtype = KvDType::F32);

@@ -60,8 +60,8 @@ void ModelConfig::validate() const {
 }
 
 Model::Model(const std::string& path, const ModelConfig& config,
-             const std::vector<TensorEntry>& tensors, uint64_t data_start)
-    : config_(config) {
+             const std::vector<TensorEntry>& tensors, uint64_t data_start, Device device)
+    : config_(config), device_(device) {
   config_.validate();  // before mapping: a bad config needs no file
   file_ = std::make_shared<MappedFile>(path);
   const ModelConfig& c = config_;

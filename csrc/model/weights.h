@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/device.h"
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "model/config.h"
@@ -46,8 +47,9 @@ struct LayerWeights {
 class Model {
  public:
   // data_start: where the file's data region begins; every tensor must lie at or after it.
+  // device: where sessions of this model run (backend/device.h; checked when one is made).
   Model(const std::string& path, const ModelConfig& config, const std::vector<TensorEntry>& tensors,
-        uint64_t data_start = 0);
+        uint64_t data_start = 0, Device device = Device());
 
   const ModelConfig& config() const { return config_; }
   const WeightView& embed() const { return embed_; }  // [vocab, d_model], also the output layer
@@ -55,6 +57,7 @@ class Model {
   const LayerWeights& layer(int i) const { return layers_[size_t(i)]; }
   const std::string& path() const { return file_->path(); }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  const Device& device() const { return device_; }
 
  private:
   std::shared_ptr<MappedFile> file_;
@@ -63,6 +66,7 @@ class Model {
   std::vector<float> final_norm_;
   std::vector<LayerWeights> layers_;
   uint64_t weight_bytes_ = 0;
+  Device device_;
 };
 
 }  // namespace gemma

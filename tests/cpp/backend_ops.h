@@ -23,6 +23,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -38,9 +39,17 @@ namespace gemma::testing {
 constexpr double kU = 1.0 / 16777216.0;  // 2^-24
 inline double gamma_n(double m) { return m * kU / (1.0 - m * kU); }
 
+// What a backend supports (default: everything the CPU does); the rest is not tested on it.
+struct Coverage {
+  std::vector<DType> weights = {DType::F32,  DType::BF16, DType::F16,  DType::Q8,   DType::Q4,  DType::Q5_0,
+                                DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  std::vector<KvDType> kv = {KvDType::F32, KvDType::F16, KvDType::BF16, KvDType::Q8};
+};
+
 class BackendOpsTest {
  public:
-  BackendOpsTest(Backend& be, Backend& ref, uint32_t seed) : be_(be), ref_(ref), g_(seed) {}
+  BackendOpsTest(Backend& be, Backend& ref, uint32_t seed, Coverage cov = Coverage())
+      : be_(be), ref_(ref), g_(seed), cov_(std::move(cov)) {}
 
   // Runs every op's tests; returns the number of failed checks.
   int run() {
@@ -51,24 +60,23 @@ class BackendOpsTest {
     test_rope_table();
     test_rope();
     test_geglu();
-    for (DType dt : kAllDTypes) test_embed(dt, Layout::Rows);
-    for (DType dt : kAllDTypes) test_matmul(dt, Layout::Rows);
-    for (DType dt : {DType::Q8, DType::Q4}) {  // the kernel layout the converter writes for int8/int4
+    for (DType dt : cov_.weights) test_embed(dt, Layout::Rows);
+    for (DType dt : cov_.weights) test_matmul(dt, Layout::Rows);
+    for (DType dt : cov_.weights) {  // the kernel layout the converter writes for int8/int4
+      if (dt != DType::Q8 && dt != DType::Q4) continue;
       test_embed(dt, Layout::Rows16);
       test_matmul(dt, Layout::Rows16);
     }
-    for (KvDType kt : {KvDType::F32, KvDType::F16, KvDType::BF16, KvDType::Q8}) test_attention(kt);
+    for (KvDType kt : cov_.kv) test_attention(kt);
     std::printf("backend_ops %s vs %s: %d checks, %d failures\n", be_.name(), ref_.name(), checks_, failures_);
     return failures_;
   }
 
  private:
-  static constexpr DType kAllDTypes[] = {DType::F32,  DType::BF16, DType::F16,  DType::Q8,   DType::Q4,  DType::Q5_0,
-                                         DType::Q4_1, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-
   Backend& be_;
   Backend& ref_;
   std::mt19937 g_;
+  Coverage cov_;
   int checks_ = 0, failures_ = 0;
 
   // One failure message per (op, case) is enough: returns ok.

@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from .device import DeviceError
 from .gcpp_format import FormatError
 from .model import BaseModelChatWarning, ContextLengthError, Model, ModelConfig
 from .params import InvalidRequestError
@@ -14,14 +15,20 @@ from .tokenizer import ChatTemplateError
 
 
 def system_info() -> dict:
-    """What the C++ core runs on: the chosen ISA, the ISAs available, threads."""
+    """What the C++ core runs on: the chosen ISA, the ISAs available, threads, and the CUDA GPUs
+    ("gpus": [] and "cuda" saying why when there are none, e.g. not built with CUDA)."""
     from . import _core
+    from .device import cuda_info
 
+    cuda = cuda_info()
     return {
         "version": __version__,
         "isa": _core.active_isa(),
         "available_isas": _core.available_isas(),
         "threads": _core.default_threads(),
+        "cuda_built": cuda["built"],
+        "gpus": cuda["gpus"],
+        "cuda": cuda["status"],
     }
 
 
@@ -33,5 +40,5 @@ def set_isa(name: str) -> None:
     _core.set_isa(name)
 
 
-__all__ = ["Model", "ModelConfig", "FormatError", "ContextLengthError", "ChatTemplateError", "InvalidRequestError",
+__all__ = ["Model", "ModelConfig", "DeviceError", "FormatError", "ContextLengthError", "ChatTemplateError", "InvalidRequestError",
            "BaseModelChatWarning", "system_info", "set_isa", "__version__"]

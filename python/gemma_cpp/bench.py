@@ -60,7 +60,8 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
               threads: Sequence[int] = (1, 2), reps: int = 3, seed: int = 0,
               progress: Callable[[dict], None] | None = None, kv_dtype: str = DEFAULT_KV_DTYPE,
               speculative: str | None = None, draft: str | None = None, draft_len: int | None = None,
-              ngram_min: int | None = None, ngram_max: int | None = None, temperature: float = 0.0) -> list[dict]:
+              ngram_min: int | None = None, ngram_max: int | None = None, temperature: float = 0.0,
+              device: str = "cpu") -> list[dict]:
     """One dict per (threads, test): model, dtype, size_gb, n_params, isa, threads, test, n,
     tps_mean, tps_sd, samples (tokens/s of each rep), load_s, peak_rss_mb, kv_dtype, kv_bytes_per_token
     (and with speculation: acceptance, drafted, accepted). `progress(result)` is called as each
@@ -74,14 +75,14 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
         peak_ok = _reset_peak_rss()
         t0 = time.perf_counter()
         speculating = speculative is not None or draft is not None
-        m = Model(model_path, n_threads=nt, kv_dtype=kv_dtype,  # speculation: room for SUMMARY_PROMPT
+        m = Model(model_path, n_threads=nt, kv_dtype=kv_dtype, device=device,  # speculation: room for SUMMARY_PROMPT
                   max_seq_len=None if speculating else max([*n_prompt, *(g + 1 for g in n_gen), 1]))
         load_s = time.perf_counter() - t0
         cfg = m.config
         rng = np.random.default_rng(seed)
         s = m._session
         base = dict(model=os.path.basename(model_path), dtype=cfg.weight_dtype, size_gb=round(size_gb, 3),
-                    isa=_core.active_isa(), threads=nt, load_s=round(load_s, 3), kv_dtype=m.kv_dtype,
+                    isa=_core.active_isa() if device == "cpu" else m.device, threads=nt, load_s=round(load_s, 3), kv_dtype=m.kv_dtype,
                     kv_bytes_per_token=m.kv_bytes_per_token)
 
         def timed(fn, n):
@@ -109,7 +110,7 @@ def run_bench(model_path: str, n_prompt: Sequence[int] = (128, 512), n_gen: Sequ
         if speculating:
             tests = [t for t in tests if not t[0].startswith("tg")]
             spec = dict(speculative=speculative, draft_len=draft_len, ngram_min=ngram_min, ngram_max=ngram_max,
-                        draft_model=Model(draft, n_threads=nt, kv_dtype=kv_dtype) if draft else None)
+                        draft_model=Model(draft, n_threads=nt, kv_dtype=kv_dtype, device=device) if draft else None)
         for name, n, fn in tests:
             tps = timed(fn, n)
             results.append(dict(base, test=name, n=n, tps_mean=statistics.fmean(tps),

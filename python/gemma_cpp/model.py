@@ -10,9 +10,7 @@ have their own KV cache. The GIL is released while the C++ core computes.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -20,6 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core, batching, speculative as speculative_options
+from .call_guard import CallGuard as _CallGuard
+from .device import check_device
 from .gcpp_format import FormatError, read_header, tensor_table
 from .generation import Generation, TokenMask, stop_strings
 from .openai import responses as openai_responses  # never imports this module: no cycle
@@ -59,39 +59,6 @@ class ModelConfig:
                 f"isa={self.isa})")
 
 
-class _CallGuard:
-    """Serialises calls on one Model (one KV cache) across threads.
-
-    A stream holds the guard from its first item until it ends or is closed. Waiting for it from
-    the thread that holds it could never end, and silently re-entering (what an RLock would do)
-    would let the other call overwrite the stream's KV cache; so that case raises instead.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._owner: int | None = None
-
-    def held_here(self) -> bool:
-        """Whether this thread holds the guard (an open stream of this thread)."""
-        return self._owner == threading.get_ident()
-
-    @contextlib.contextmanager
-    def hold(self):
-        me = threading.get_ident()
-        if self._owner == me:
-            raise RuntimeError(
-                "this Model is in use by an open stream (a generate/chat/create_*completion call with "
-                "stream=True) in this thread: finish or close() that stream first, or use model.clone() "
-                "for a second, independent KV cache")
-        self._lock.acquire()
-        self._owner = me
-        try:
-            yield
-        finally:
-            self._owner = None
-            self._lock.release()
-
-
 def _check_threads(n) -> None:
     check("n_threads", n)  # the bound in params.py (the C++ pool's own, MAX_THREADS)
 
@@ -115,19 +82,22 @@ class Model:
             mean KL 5e-7 to f32 on the real 270M), "bf16" (half) or "int8" (28%: int8 levels with
             a scale per 32 values, keys rotated first; KL 3e-4). docs/quantization.md gives each
             one's measured quality.
+        device: "cpu" (default), or "cuda" / "cuda:N" in a build with the CUDA backend
+            (docs/cuda.md; DeviceError when that GPU cannot be used here).
     """
 
     def __init__(self, path: str | os.PathLike, *, n_threads: int | None = None,
                  max_seq_len: int | None = None, seed: int | None = None, kv_dtype: str = DEFAULT_KV_DTYPE,
-                 _share: "Model | None" = None):
+                 device: str = "cpu", _share: "Model | None" = None):
         if _share is not None:
             self._header, self._core, self.tokenizer = _share._header, _share._core, _share.tokenizer
         else:
+            device = check_device(device)
             self._header = read_header(path)
             meta = self._header.meta
             try:
                 self._core = _core.ModelCore(self._header.path, dict(meta["config"]),
-                                             list(tensor_table(self._header)), self._header.data_start)
+                                             list(tensor_table(self._header)), self._header.data_start, device)
             except (RuntimeError, ValueError) as e:
                 raise FormatError(str(e)) from None
             tok = meta["tokenizer"]
@@ -166,6 +136,11 @@ class Model:
     @property
     def path(self) -> str:
         return self._header.path
+
+    @property
+    def device(self) -> str:
+        """Where this Model runs: "cpu" or "cuda:N"."""
+        return self._core.device
 
     @property
     def kv_dtype(self) -> str:

@@ -8,7 +8,7 @@ import sys
 
 from .common import PROG
 from .models import default_model, resolve_model
-from .options import add_kv_dtype, add_model, add_speculative, check_speculative, int_list, param, positive, positive_list
+from .options import add_device, add_kv_dtype, add_model, add_speculative, check_speculative, int_list, param, positive, positive_list
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("-t", "--threads", type=positive_list, default=(1, 2), help="thread counts (default 1,2)")
     p.add_argument("-r", "--reps", type=positive, default=3, help="repetitions (default 3)")
     add_kv_dtype(p)
+    add_device(p)
     add_speculative(p)
     p.add_argument("--temperature", "--temp", type=param("temperature"), default=0.0,
                    help="with speculation: sample the tg tests at this temperature (default 0: greedy)")
@@ -48,7 +49,7 @@ def main(args, parser) -> int:
     results = run_bench(path, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, reps=args.reps,
                         progress=progress, kv_dtype=args.kv_dtype, speculative=args.speculative, draft=draft,
                         draft_len=args.draft_len, ngram_min=args.ngram_min, ngram_max=args.ngram_max,
-                        temperature=args.temperature)
+                        temperature=args.temperature, device=args.device)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

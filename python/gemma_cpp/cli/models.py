@@ -59,7 +59,7 @@ def default_model() -> str:
 
 
 def open_model(path: str, args):
-    """Model(path) with the runtime flags of `args` (threads, ctx, seed, kv_dtype; each optional)."""
+    """Model(path) with the runtime flags of `args` (threads, ctx, seed, kv_dtype, device; each optional)."""
     from ..gcpp_format import read_header
     from ..model import Model
 
@@ -70,7 +70,8 @@ def open_model(path: str, args):
         if ctx > model_ctx:
             raise CLIError(f"--ctx {ctx} exceeds the model's context length ({model_ctx} tokens)")
     return Model(path, n_threads=getattr(args, "threads", None), max_seq_len=getattr(args, "ctx", None),
-                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or DEFAULT_KV_DTYPE)
+                 seed=getattr(args, "seed", None), kv_dtype=getattr(args, "kv_dtype", None) or DEFAULT_KV_DTYPE,
+                 device=getattr(args, "device", None) or "cpu")
 
 
 def open_draft(args, model):
@@ -79,4 +80,4 @@ def open_draft(args, model):
 
     if getattr(args, "draft", None) is None:
         return None
-    return Model(resolve_model(args.draft), n_threads=model.n_threads, kv_dtype=model.kv_dtype)
+    return Model(resolve_model(args.draft), n_threads=model.n_threads, kv_dtype=model.kv_dtype, device=model.device)

@@ -103,6 +103,22 @@ def add_runtime(p, ctx_help="context (KV cache) length; default: the model's") -
     add_threads(p)
     p.add_argument("-c", "--ctx", type=positive, default=None, help=ctx_help)
     add_kv_dtype(p)
+    add_device(p)
+
+
+def _device(s: str) -> str:
+    from ..device import parse_device
+    from ..params import InvalidRequestError
+
+    try:
+        return parse_device(s)
+    except InvalidRequestError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device(p) -> None:
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="where the model runs: cpu (default), cuda or cuda:N (a build with CUDA: docs/cuda.md)")
 
 
 def add_kv_dtype(p) -> None:

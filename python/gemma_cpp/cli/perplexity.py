@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from .common import CLIError
 from .models import default_model, open_model
-from .options import MODEL_HELP, add_kv_dtype, add_threads, positive
+from .options import MODEL_HELP, add_device, add_kv_dtype, add_threads, positive
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--kl-base", default=None, metavar="BASE", help="reference model (e.g. the f32 or bf16 file)")
     add_kv_dtype(p)
     add_threads(p)
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -102,7 +103,7 @@ def main(args, parser) -> int:
         parser.error(f"missing FILE after MODEL {pos[0]}")
     model_path, args.file = (pos[0], pos[1]) if len(pos) == 2 else (None, pos[0])
     model = open_model(model_path or default_model(),
-                       argparse.Namespace(threads=args.threads, ctx=None, kv_dtype=args.kv_dtype))
+                       argparse.Namespace(threads=args.threads, ctx=None, kv_dtype=args.kv_dtype, device=args.device))
     ctx = args.ctx if args.ctx is not None else min(512, model.max_seq_len)
     if ctx > model.max_seq_len:
         # Like `run --ctx`: whether it fits depends on the file, so a runtime error (exit 1).
@@ -112,7 +113,8 @@ def main(args, parser) -> int:
     base = None
     if args.kl_base:
         # The reference keeps an exact (f32) cache, whatever --kv-dtype the model uses.
-        base = open_model(args.kl_base, argparse.Namespace(threads=args.threads, ctx=None, kv_dtype="f32"))
+        base = open_model(args.kl_base, argparse.Namespace(threads=args.threads, ctx=None, kv_dtype="f32",
+                                                           device=args.device))
         if base.config.vocab_size != model.config.vocab_size:
             raise CLIError(f"--kl-base model has vocabulary {base.config.vocab_size}, the model "
                            f"{model.config.vocab_size}: they must share a tokenizer")

@@ -45,7 +45,7 @@ def main(args, parser) -> int:
     path = resolve_model(args.model or default_model())
     # One thread runs every request's steps (a batch), so it gets all the threads.
     n_threads = args.threads if args.threads is not None else _core.default_threads()
-    model = Model(path, n_threads=n_threads, max_seq_len=args.ctx, kv_dtype=args.kv_dtype)
+    model = Model(path, n_threads=n_threads, max_seq_len=args.ctx, kv_dtype=args.kv_dtype, device=args.device)
     server.serve(model, host=args.host, port=args.port, api_key=args.api_key, parallel=args.parallel,
                  log_level=args.log_level, model_name=args.alias, max_request_bytes=args.max_request_bytes)
     return 0

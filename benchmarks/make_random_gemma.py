@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a full-size random-weight Gemma-1 Hugging Face checkpoint for benchmarks.
 
-    python benchmarks/make_random_gemma.py --shape 2b OUT_DIR [--layers N]
+    python benchmarks/make_random_gemma.py --shape 2b OUT_DIR [--layers N]   (or 270m, 7b)
 
 config.json (Gemma-1 2B or 7B shape, optionally fewer layers), one bf16 safetensors shard per
 layer plus one for the embedding (written by hand: numpy safetensors cannot store bf16), a
@@ -22,6 +22,9 @@ import sys
 import numpy as np
 
 SHAPES = {
+    # Gemma 3 270M's sizes in the Gemma 1 architecture (for speed: the same bytes and FLOPs a token).
+    "270m": dict(hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+                 num_key_value_heads=1, head_dim=256),
     "2b": dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
                num_key_value_heads=1, head_dim=256),
     "7b": dict(hidden_size=3072, intermediate_size=24576, num_hidden_layers=28, num_attention_heads=16,

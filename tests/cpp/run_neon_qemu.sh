@@ -19,7 +19,8 @@ FLAGS=(-std=c++17 -O2 -pthread -Icsrc -I. -DGEMMA_HAVE_NEON -ffp-contract=off -W
 # cmake/sources.cmake uses; compiled once for every program.
 SOURCES=(csrc/kernels/isa.cpp csrc/kernels/matmul.cpp csrc/kernels/matmul_scalar.cpp csrc/kernels/matmul_kquant_scalar.cpp
          csrc/backend/cpu/thread_pool.cpp csrc/kernels/vec.cpp csrc/kernels/ops.cpp csrc/quant/quant.cpp
-         csrc/quant/kquant.cpp csrc/backend/backend.cpp csrc/backend/cpu/cpu_backend.cpp csrc/model/kv_cache.cpp)
+         csrc/quant/kquant.cpp csrc/backend/backend.cpp csrc/backend/memory.cpp csrc/backend/cpu/cpu_backend.cpp
+         csrc/model/kv_cache.cpp)
 OBJS=()
 for f in csrc/kernels/matmul_neon.cpp csrc/kernels/matmul_kquant_neon.cpp; do
   OBJS+=("$OUT/$(basename "${f%.cpp}").o")

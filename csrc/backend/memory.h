@@ -23,7 +23,7 @@ class MemorySpace {
   virtual void to_host(void* dst, const void* src, size_t bytes) = 0;  // src in this space
 };
 
-// calloc / free / memcpy: the CPU backend's memory.
+// Zeroed, 64-byte-aligned host memory (memory.cpp says how): the CPU backend's.
 MemorySpace& host_memory();
 
 template <typename T>

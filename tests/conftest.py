@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -32,6 +33,21 @@ TINY = {
                                        "full_attention": {"rope_type": "linear", "factor": 4.0,
                                                           "rope_theta": 1000000.0}}),
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_raises_keyboard_interrupt():
+    """The Ctrl-C tests deliver SIGINT with _thread.interrupt_main(), which does nothing unless
+    Python's own SIGINT handler is installed. A process started as a background job of a
+    non-interactive shell (`cmd &`, some CI runners) inherits SIGINT ignored, and Python then never
+    installs that handler: the tests would see no KeyboardInterrupt for a reason outside the code
+    under test. Give the session the handler an interactive `python` has."""
+    old = signal.getsignal(signal.SIGINT)
+    if old is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if old is not signal.default_int_handler and old is not None:
+        signal.signal(signal.SIGINT, old)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

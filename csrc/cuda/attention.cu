@@ -77,17 +77,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   __syncthreads();  // the scores are visible to the whole block
 
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) m = fmaxf(m, s[j]);
-  m = block_max(m, red);
-  float sum = 0.f;
-  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-    const float e = expf(s[j] - m);
-    s[j] = e;
-    sum += e;
-  }
-  sum = block_sum(sum, red);  // its __syncthreads also publishes the exp'd scores
-  const float inv = 1.0f / sum;
+  const float inv = block_exp_in_place(s, nk, red);  // s[j] = exp(score - max), visible to all
 
   float* o = out + int64_t(t) * ldo + int64_t(h) * hd;
   for (int i = threadIdx.x; i < hd; i += blockDim.x) {

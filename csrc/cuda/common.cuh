@@ -57,6 +57,22 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return warp_max(t);
 }
 
+// The block's shared softmax step over v[0 .. n): v[i] = exp(v[i] - max) in place; returns
+// 1 / sum of them. The final block_sum's __syncthreads also makes the exp'd values visible to the
+// whole block. Every thread of the block must call it.
+__device__ __forceinline__ float block_exp_in_place(float* v, int n, float* red) {
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, v[i]);
+  m = block_max(m, red);
+  float sum = 0.f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = expf(v[i] - m);
+    v[i] = e;
+    sum += e;
+  }
+  return 1.0f / block_sum(sum, red);
+}
+
 inline unsigned grid_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
 }  // namespace gemma::cuda

@@ -92,17 +92,7 @@ __global__ void geglu_kernel(const float* gate, const float* up, int64_t ld_in, 
 __global__ void softmax_kernel(float* x, int64_t ldx, int len) {
   __shared__ float red[32];
   float* r = x + int64_t(blockIdx.x) * ldx;
-  float m = -INFINITY;
-  for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, r[i]);
-  m = block_max(m, red);
-  float s = 0.f;
-  for (int i = threadIdx.x; i < len; i += blockDim.x) {
-    const float e = expf(r[i] - m);
-    r[i] = e;
-    s += e;
-  }
-  s = block_sum(s, red);
-  const float inv = 1.0f / s;
+  const float inv = block_exp_in_place(r, len, red);
   for (int i = threadIdx.x; i < len; i += blockDim.x) r[i] *= inv;
 }
 
